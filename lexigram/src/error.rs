@@ -1,0 +1,379 @@
+//! Every error lexigram returns.
+//!
+//! [`Error`] is the one type public APIs return. Each variant names what failed (stream,
+//! version, event type, handler) and, where there is one, how to fix it. The larger cases have
+//! their own types ([`ConcurrencyError`], [`EventLoadError`], [`SchemaError`]) so callers can
+//! match on them:
+//!
+//! ```
+//! use lexigram::error::{ConcurrencyError, Error};
+//! use lexigram::store::ExpectedVersion;
+//!
+//! fn should_retry(err: &Error) -> bool {
+//!     matches!(err, Error::Concurrency(ConcurrencyError { .. }))
+//! }
+//! let err = Error::from(ConcurrencyError {
+//!     stream: "order-1".into(),
+//!     expected: ExpectedVersion::Exact(3),
+//!     actual: 4,
+//! });
+//! assert!(should_retry(&err));
+//! assert_eq!(
+//!     err.to_string(),
+//!     "concurrency conflict on stream `order-1`: expected version 3, but the stream is at version 4; \
+//!      reload the aggregate and retry the command"
+//! );
+//! ```
+
+use std::sync::Arc;
+
+use crate::message::StreamId;
+use crate::store::ExpectedVersion;
+
+/// A boxed error from user code (handlers, upcasters), kept as the source of a lexigram error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// `Result` with lexigram's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error type of every public lexigram API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An append found the stream at another version than expected. Nothing was written.
+    #[error(transparent)]
+    Concurrency(#[from] ConcurrencyError),
+
+    /// A stored event could not be turned back into a typed event.
+    #[error(transparent)]
+    EventLoad(#[from] EventLoadError),
+
+    /// Registering or applying a schema (event types, upcasters) failed.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+
+    /// An aggregate was required to exist but its stream is empty.
+    #[error(
+        "aggregate `{aggregate_type}` with id `{id}` not found; create it first, or use `Repository::load`, which returns a new aggregate when none exists"
+    )]
+    AggregateNotFound {
+        /// The aggregate type name.
+        aggregate_type: &'static str,
+        /// The id that was looked up.
+        id: String,
+    },
+
+    /// A stream was required to exist but does not.
+    #[error("stream `{stream}` not found")]
+    StreamNotFound {
+        /// The stream that was looked up.
+        stream: StreamId,
+    },
+
+    /// Recording an event would break an invariant of the aggregate. Nothing was applied.
+    #[error("aggregate `{aggregate_type}` `{id}` rejected event `{event_type}`: {reason}")]
+    InvariantViolation {
+        /// The aggregate type name.
+        aggregate_type: &'static str,
+        /// The aggregate id.
+        id: String,
+        /// The rejected event's type.
+        event_type: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The store refused or failed to write events.
+    #[error("could not persist events to stream `{stream}`: {reason}")]
+    EventPersistence {
+        /// The stream being written.
+        stream: StreamId,
+        /// What went wrong, and how to fix it.
+        reason: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// The store is closed, unreachable, or its connection failed.
+    #[error("{backend} store unavailable: {reason}")]
+    StoreConnection {
+        /// Which backend (`memory`, `sqlite`, `postgres`, ...).
+        backend: &'static str,
+        /// What went wrong.
+        reason: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// A value could not be serialized or deserialized.
+    #[error("could not serialize or deserialize {what}: {source}")]
+    Serialization {
+        /// What was being (de)serialized.
+        what: String,
+        /// The serde error.
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// No handler is registered for a message type.
+    #[error(
+        "no handler registered for {kind} `{message_type}`; annotate one with `#[{kind}_handler]` or register it on the bus, and make sure its crate is linked"
+    )]
+    HandlerNotFound {
+        /// `command` or `query`.
+        kind: &'static str,
+        /// The message's type name.
+        message_type: &'static str,
+    },
+
+    /// A second handler was registered for a command or query.
+    #[error(
+        "{kind} `{message_type}` already has a handler ({existing}); a {kind} must have exactly one. Remove one of them, or replace it explicitly"
+    )]
+    DuplicateHandler {
+        /// `command` or `query`.
+        kind: &'static str,
+        /// The message's type name.
+        message_type: &'static str,
+        /// The handler already registered (name and `file:line` when known).
+        existing: String,
+    },
+
+    /// A command handler failed. The handler's own error is the source (downcast it).
+    #[error("command `{command_type}` failed in handler `{handler}`: {source}")]
+    CommandExecution {
+        /// The command's type name.
+        command_type: &'static str,
+        /// The handler's name.
+        handler: Arc<str>,
+        /// The handler's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// A query handler failed. The handler's own error is the source (downcast it).
+    #[error("query `{query_type}` failed in handler `{handler}`: {source}")]
+    QueryExecution {
+        /// The query's type name.
+        query_type: &'static str,
+        /// The handler's name.
+        handler: Arc<str>,
+        /// The handler's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// Publishing events failed.
+    #[error("could not publish event `{event_type}`: {reason}")]
+    Publish {
+        /// The event type.
+        event_type: Arc<str>,
+        /// What went wrong.
+        reason: String,
+    },
+
+    /// A projection failed while applying an event.
+    #[error("projection `{projection}` failed at global position {position}: {source}")]
+    ProjectionBuild {
+        /// The projection's name.
+        projection: String,
+        /// The position of the event being applied.
+        position: u64,
+        /// The projection's error.
+        #[source]
+        source: BoxError,
+    },
+
+    /// No projection is registered under a name.
+    #[error("no projection named `{name}` is registered")]
+    ProjectionNotFound {
+        /// The requested name.
+        name: String,
+    },
+
+    /// A signature or credential check failed.
+    #[error("security check failed: {reason}")]
+    Security {
+        /// What failed (never the secret itself).
+        reason: String,
+    },
+
+    /// A webhook could not be delivered.
+    #[error("webhook delivery to `{endpoint}` failed after {attempts} attempt(s): {reason}")]
+    WebhookDelivery {
+        /// The endpoint URL (without credentials).
+        endpoint: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last failure.
+        reason: String,
+    },
+
+    /// The configuration is invalid. Every problem is listed.
+    #[error("invalid lexigram configuration:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Config {
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+}
+
+/// An append found the stream at another version than expected. Nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "concurrency conflict on stream `{stream}`: expected {expected}, but the stream is at version {actual}; reload the aggregate and retry the command"
+)]
+pub struct ConcurrencyError {
+    /// The stream written to.
+    pub stream: StreamId,
+    /// What the writer expected.
+    pub expected: ExpectedVersion,
+    /// The stream's actual version.
+    pub actual: u64,
+}
+
+/// A stored event could not be decoded. Names the stream, version and event type.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot load event `{event_type}` at version {stream_version} of stream `{stream}`: {kind}"
+)]
+pub struct EventLoadError {
+    /// The stream holding the event.
+    pub stream: StreamId,
+    /// The event's version within the stream.
+    pub stream_version: u64,
+    /// The stored event type.
+    pub event_type: Arc<str>,
+    /// What went wrong.
+    #[source]
+    pub kind: EventLoadErrorKind,
+}
+
+impl EventLoadError {
+    pub(crate) fn new(
+        stream: StreamId,
+        stream_version: u64,
+        event_type: Arc<str>,
+        kind: EventLoadErrorKind,
+    ) -> Self {
+        Self {
+            stream,
+            stream_version,
+            event_type,
+            kind,
+        }
+    }
+}
+
+/// Why a stored event could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventLoadErrorKind {
+    /// No event type of this name is known to the reader.
+    #[error(
+        "unknown event type; register it (`#[derive(Event)]`, or `SchemaRegistry::register`) or handle it in the aggregate's apply"
+    )]
+    UnknownType,
+    /// The envelope holds another type than the one requested.
+    #[error("expected an event of type `{expected}`")]
+    WrongType {
+        /// The requested type.
+        expected: &'static str,
+    },
+    /// The stored schema version differs from the one this binary reads.
+    #[error(
+        "stored at schema version {stored}, but this binary reads version {expected}; register upcasters for every step from v{stored} to v{expected} and attach the schema registry to the store"
+    )]
+    VersionMismatch {
+        /// The stored version.
+        stored: u32,
+        /// The version the code reads.
+        expected: u32,
+    },
+    /// The payload is not valid JSON for the type.
+    #[error("corrupt payload: {0}")]
+    Corrupt(#[source] serde_json::Error),
+    /// An upcaster failed.
+    #[error(transparent)]
+    Upcast(SchemaError),
+}
+
+/// Registering or applying schemas failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// Two different Rust types were registered under one event name.
+    #[error(
+        "event name `{name}` is registered twice: by `{first}` and by `{second}`; give one of them another `name`"
+    )]
+    DuplicateEventName {
+        /// The clashing name.
+        name: Arc<str>,
+        /// The first Rust type.
+        first: &'static str,
+        /// The second Rust type.
+        second: &'static str,
+    },
+    /// Two upcasters start from the same version of one type.
+    #[error("`{name}` already has an upcaster from v{from}; keep one upcaster per step")]
+    DuplicateUpcaster {
+        /// The event type or aggregate type.
+        name: Arc<str>,
+        /// The version both start from.
+        from: u32,
+    },
+    /// An upcaster must move a version forward.
+    #[error("upcaster for `{name}` goes from v{from} to v{to}; an upcaster must raise the version")]
+    BackwardUpcaster {
+        /// The event type or aggregate type.
+        name: Arc<str>,
+        /// Its start version.
+        from: u32,
+        /// Its end version.
+        to: u32,
+    },
+    /// The chain of upcasters has a hole.
+    #[error(
+        "no migration path from v{from} to v{to} for `{name}`: no upcaster starts at v{missing}; register one with `SchemaRegistry::upcaster(\"{name}\", {missing}, ..)`"
+    )]
+    NoMigrationPath {
+        /// The event type or aggregate type.
+        name: Arc<str>,
+        /// The stored version.
+        from: u32,
+        /// The version the code reads.
+        to: u32,
+        /// The first version no upcaster starts from.
+        missing: u32,
+    },
+    /// Data is newer than any version this binary knows.
+    #[error(
+        "`{name}` was stored at v{stored}, newer than v{known} known to this binary; deploy the newer code"
+    )]
+    NewerThanKnown {
+        /// The event type or aggregate type.
+        name: Arc<str>,
+        /// The stored version.
+        stored: u32,
+        /// The newest version this binary knows.
+        known: u32,
+    },
+    /// An upcaster returned an error or met a payload it cannot parse.
+    #[error("upcaster for `{name}` from v{from} failed: {source}")]
+    UpcasterFailed {
+        /// The event type or aggregate type.
+        name: Arc<str>,
+        /// The step's start version.
+        from: u32,
+        /// The upcaster's error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl From<SchemaError> for EventLoadErrorKind {
+    fn from(err: SchemaError) -> Self {
+        Self::Upcast(err)
+    }
+}
