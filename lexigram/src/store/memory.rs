@@ -159,7 +159,7 @@ impl Inner {
                 }
             }
         }
-        let version = state.map_or(0, |s| s.version);
+        let version = start + events.len() as u64;
         let recorded_at = positions
             .first()
             .and_then(|p| self.envelope(*p))
@@ -241,6 +241,17 @@ impl EventStore for InMemoryEventStore {
         }
         let mut seen = std::collections::HashSet::with_capacity(events.len());
         for event in &events {
+            if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(event.payload.as_str())
+            {
+                return Err(Error::EventPersistence {
+                    stream: StreamId::from(stream),
+                    reason: format!(
+                        "the payload of event `{}` ({}) is not valid JSON; encode events with `Payload::encode`",
+                        event.event_type, event.event_id
+                    ),
+                    source: Some(Box::new(err)),
+                });
+            }
             if inner.ids.contains_key(&event.event_id) || !seen.insert(event.event_id) {
                 return Err(Error::EventPersistence {
                     stream: StreamId::from(stream),
