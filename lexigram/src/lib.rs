@@ -56,6 +56,7 @@
 extern crate self as lexigram;
 
 pub mod aggregate;
+pub mod config;
 pub mod error;
 pub mod message;
 pub mod repository;
