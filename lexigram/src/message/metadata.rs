@@ -14,7 +14,7 @@ use super::{CorrelationId, MessageId};
 /// `with_*` methods:
 ///
 /// ```
-/// use lexigram::message::{CorrelationId, MessageMetadata};
+/// use lexigram::message::MessageMetadata;
 ///
 /// let parent = MessageMetadata::new().with_tenant_id("acme");
 /// let child = MessageMetadata::caused_by(&parent).with_custom("retry", 2);

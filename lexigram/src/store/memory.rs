@@ -23,7 +23,7 @@ use crate::schema::SchemaRegistry;
 /// versions. Clones share the same data.
 ///
 /// ```
-/// use lexigram::store::{EventStore, InMemoryEventStore};
+/// use lexigram::store::InMemoryEventStore;
 /// let store = InMemoryEventStore::new().with_retention(1_000);
 /// # let _ = store;
 /// ```

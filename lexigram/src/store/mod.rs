@@ -28,7 +28,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), lexigram::Error> {
 //! let store = InMemoryEventStore::new();
-//! let event = NewEvent::new("cart.ItemAdded", 1, Payload::encode(&42)?, MessageMetadata::new());
+//! let event = NewEvent::new("cart.ItemAdded", 1, Payload::from_json_text("42"), MessageMetadata::new());
 //! let written = store.append("cart-1", vec![event], ExpectedVersion::NoStream).await?;
 //! assert_eq!(written.version, 1);
 //!
@@ -36,7 +36,7 @@
 //! assert_eq!(events[0].global_position, written.positions[0]);
 //!
 //! // A second writer that still believes the stream is new loses, and writes nothing.
-//! let late = NewEvent::new("cart.ItemAdded", 1, Payload::encode(&7)?, MessageMetadata::new());
+//! let late = NewEvent::new("cart.ItemAdded", 1, Payload::from_json_text("7"), MessageMetadata::new());
 //! let err = store.append("cart-1", vec![late], ExpectedVersion::NoStream).await.unwrap_err();
 //! assert!(matches!(err, lexigram::Error::Concurrency(_)));
 //! assert_eq!(store.version("cart-1").await?, 1);

@@ -10,7 +10,6 @@
 //! # Examples
 //!
 //! ```
-//! use std::sync::Arc;
 //! use lexigram::store::InMemoryEventStore;
 //! use lexigram::testing::event_store_suite;
 //!
