@@ -85,25 +85,30 @@ impl<A: Aggregate> AggregateRoot<A> {
         &mut self,
         history: impl IntoIterator<Item = &'e EventEnvelope>,
     ) -> Result<()> {
-        for envelope in history {
-            if envelope.stream_version != self.version + 1 {
-                return Err(Error::EventPersistence {
-                    stream: envelope.stream_id.clone(),
-                    reason: format!(
-                        "aggregate `{}` `{}` is at version {} but the next stored event has version {}; \
-                         events before it were purged and no snapshot covers them",
-                        A::TYPE,
-                        self.id,
-                        self.version,
-                        envelope.stream_version
-                    ),
-                    source: None,
-                });
-            }
-            self.state.apply_stored(envelope)?;
-            self.version = envelope.stream_version;
-            self.events_since_snapshot += 1;
+        history
+            .into_iter()
+            .try_for_each(|envelope| self.replay_one(envelope))
+    }
+
+    /// Applies one stored event, which must be the next version.
+    pub(crate) fn replay_one(&mut self, envelope: &EventEnvelope) -> Result<()> {
+        if envelope.stream_version != self.version + 1 {
+            return Err(Error::EventPersistence {
+                stream: envelope.stream_id.clone(),
+                reason: format!(
+                    "aggregate `{}` `{}` is at version {} but the next stored event has version {}; \
+                     events before it were purged and no snapshot covers them",
+                    A::TYPE,
+                    self.id,
+                    self.version,
+                    envelope.stream_version
+                ),
+                source: None,
+            });
         }
+        self.state.apply_stored(envelope)?;
+        self.version = envelope.stream_version;
+        self.events_since_snapshot += 1;
         Ok(())
     }
 

@@ -162,11 +162,10 @@ impl<A: Aggregate> Repository<A> {
             Some(root) => root,
             None => AggregateRoot::new(id.clone()),
         };
-        let tail = self
-            .store
-            .read(id.as_str(), VersionRange::from(root.version() + 1))
+        let tail = VersionRange::from(root.version() + 1);
+        self.store
+            .visit(id.as_str(), tail, &mut |envelope| root.replay_one(envelope))
             .await?;
-        root.replay(&tail)?;
         Ok(root)
     }
 

@@ -2,6 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -41,10 +42,30 @@ struct Inner {
     log: Vec<Option<Slot>>,
     streams: HashMap<StreamId, StreamState>,
     /// Where each stored event id lives: its stream and version.
-    ids: HashMap<EventId, (StreamId, u64)>,
+    ids: HashMap<EventId, (StreamId, u64), BuildHasherDefault<IdHasher>>,
     /// Global positions of each event type, ascending (may point at removed events).
     by_type: HashMap<Arc<str>, Vec<u64>>,
     stored: u64,
+}
+
+/// A fast hasher for event ids (UUIDs, mostly random bits): the multiply-rotate mix of
+/// rustc's FxHasher. Not DoS-resistant, which an in-process development store does not need.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
 }
 
 struct Slot {
@@ -165,6 +186,23 @@ impl Inner {
             .and_then(|p| self.envelope(*p))
             .map_or_else(Utc::now, |e| e.recorded_at);
         Ok(Some(AppendResult::new(version, positions, recorded_at)))
+    }
+
+    /// The stream and which of its stored events `range` selects: how many to skip, then how
+    /// many to take.
+    fn window(&self, stream: &str, range: VersionRange) -> Option<(&StreamState, usize, usize)> {
+        let state = self.streams.get(stream)?;
+        if range.is_empty() {
+            return None;
+        }
+        let start = range.start().max(state.first_version);
+        let end = range.to.unwrap_or(u64::MAX).min(state.version);
+        if start > end {
+            return None;
+        }
+        let skip = usize::try_from(start - state.first_version).unwrap_or(usize::MAX);
+        let len = usize::try_from(end - start + 1).unwrap_or(usize::MAX);
+        Some((state, skip, range.limit.map_or(len, |l| l.min(len))))
     }
 
     fn remove_front(&mut self, stream: &str, up_to_version: u64) -> u64 {
@@ -316,23 +354,42 @@ impl EventStore for InMemoryEventStore {
         let envelopes = {
             let inner = self.inner.read();
             inner.check_open()?;
-            let Some(state) = inner.streams.get(stream) else {
+            let Some((state, skip, take)) = inner.window(stream, range) else {
                 return Ok(Vec::new());
             };
-            if range.is_empty() {
-                return Ok(Vec::new());
-            }
-            let start = range.start().max(state.first_version);
-            let end = range.to.unwrap_or(u64::MAX).min(state.version);
-            if start > end {
-                return Ok(Vec::new());
-            }
-            let skip = usize::try_from(start - state.first_version).unwrap_or(usize::MAX);
-            let len = usize::try_from(end - start + 1).unwrap_or(usize::MAX);
-            let take = range.limit.map_or(len, |l| l.min(len));
             inner.collect_positions(state.positions.iter().skip(skip), take)
         };
         Ok(self.upcast(envelopes))
+    }
+
+    async fn visit(
+        &self,
+        stream: &str,
+        range: VersionRange,
+        visit: &mut (dyn for<'e> FnMut(&'e EventEnvelope) -> Result<()> + Send),
+    ) -> Result<()> {
+        let inner = self.inner.read();
+        inner.check_open()?;
+        let Some((state, skip, take)) = inner.window(stream, range) else {
+            return Ok(());
+        };
+        let envelopes = state
+            .positions
+            .iter()
+            .skip(skip)
+            .filter_map(|p| inner.envelope(*p));
+        for envelope in envelopes.take(take) {
+            match &self.schema {
+                Some(schema) if schema.has_upcasters(&envelope.event_type) => {
+                    schema
+                        .upcast_read(vec![envelope.clone()])
+                        .iter()
+                        .try_for_each(&mut *visit)?;
+                }
+                _ => visit(envelope)?,
+            }
+        }
+        Ok(())
     }
 
     async fn version(&self, stream: &str) -> Result<u64> {

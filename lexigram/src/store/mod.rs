@@ -331,6 +331,21 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// Reads a stream's events in version order, within `range`.
     async fn read(&self, stream: &str, range: VersionRange) -> Result<Vec<EventEnvelope>>;
 
+    /// Calls `visit` with each event [`read`](EventStore::read) would return, in order,
+    /// stopping at the first error. Backends override it to skip building a `Vec` (the
+    /// repository loads aggregates through it).
+    async fn visit(
+        &self,
+        stream: &str,
+        range: VersionRange,
+        visit: &mut (dyn for<'e> FnMut(&'e EventEnvelope) -> Result<()> + Send),
+    ) -> Result<()> {
+        for envelope in self.read(stream, range).await? {
+            visit(&envelope)?;
+        }
+        Ok(())
+    }
+
     /// The stream's version; 0 when it does not exist.
     async fn version(&self, stream: &str) -> Result<u64>;
 

@@ -1,0 +1,1 @@
+//! Runnable examples for lexigram: see `examples/bank`.
