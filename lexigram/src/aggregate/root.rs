@@ -132,6 +132,10 @@ impl<A: Aggregate> AggregateRoot<A> {
     }
 
     /// Like [`record`](Self::record), with explicit metadata.
+    #[expect(
+        clippy::needless_pass_by_value,
+        reason = "a recorded event is handed over: callers write `record(Deposited { .. })`"
+    )]
     pub fn record_with<E: Event>(&mut self, event: E, metadata: MessageMetadata) -> Result<()>
     where
         A: Apply<E>,
