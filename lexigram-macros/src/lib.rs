@@ -1,4 +1,67 @@
 //! Procedural macros for [lexigram](https://docs.rs/lexigram).
 //!
 //! Do not depend on this crate directly: `lexigram` re-exports every macro at a pinned version,
-//! and the generated code only reaches into `::lexigram::__private`.
+//! and the generated code only reaches into `::lexigram::__private` and lexigram's public API.
+//!
+//! Each entry point is one line that routes to a plain function over
+//! `proc_macro2::TokenStream` (unit-testable). Set `LEXIGRAM_MACROS_DEBUG=1` to print every
+//! expansion to stderr while compiling.
+
+mod aggregate;
+mod attr;
+mod event;
+mod message;
+
+use proc_macro::TokenStream;
+
+/// Implements `lexigram::Event` and registers the type with lexigram's schema registry.
+///
+/// `#[event(name = "bank.AccountOpened", version = 1, kind = integration)]`; `name` defaults to
+/// the type's name, `version` to 1, `kind` to `domain`.
+#[proc_macro_derive(Event, attributes(event))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    expand("derive(Event)", event::derive(input.into()))
+}
+
+/// Implements `lexigram::Command`: `#[command(output = T)]` (default `()`).
+#[proc_macro_derive(Command, attributes(command))]
+pub fn derive_command(input: TokenStream) -> TokenStream {
+    expand("derive(Command)", message::derive(message::Kind::Command, input.into()))
+}
+
+/// Implements `lexigram::Query`: `#[query(output = T)]` (required).
+#[proc_macro_derive(Query, attributes(query))]
+pub fn derive_query(input: TokenStream) -> TokenStream {
+    expand("derive(Query)", message::derive(message::Kind::Query, input.into()))
+}
+
+/// On an `impl` block of an aggregate's state: implements `lexigram::Aggregate` and one
+/// `lexigram::Apply<E>` per `#[apply]` method, and registers the aggregate.
+///
+/// `#[aggregate(name = "Account", snapshot_version = 1)]`; each `#[apply]` method has the
+/// shape `fn name(&mut self, event: &E)`; `#[apply(check = method)]` names a
+/// `fn method(&self, event: &E) -> Result<(), String>` that rejects events breaking an
+/// invariant.
+#[proc_macro_attribute]
+pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand("aggregate", aggregate::expand(args.into(), item.into()))
+}
+
+/// Marks an apply method inside an `#[aggregate]` impl block. Alone, it is an error.
+#[proc_macro_attribute]
+pub fn apply(_args: TokenStream, item: TokenStream) -> TokenStream {
+    let item: proc_macro2::TokenStream = item.into();
+    let error = syn::Error::new(
+        proc_macro2::Span::call_site(),
+        "`#[apply]` only works on methods of an `impl` block marked `#[aggregate]`; add `#[aggregate]` to the enclosing `impl`",
+    )
+    .to_compile_error();
+    quote::quote!(#error #item).into()
+}
+
+fn expand(name: &str, tokens: proc_macro2::TokenStream) -> TokenStream {
+    if std::env::var_os("LEXIGRAM_MACROS_DEBUG").is_some() {
+        eprintln!("lexigram-macros: #[{name}] expands to:\n{tokens}\n");
+    }
+    tokens.into()
+}

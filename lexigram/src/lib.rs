@@ -59,6 +59,7 @@ pub mod aggregate;
 pub mod config;
 pub mod error;
 pub mod message;
+pub mod registration;
 pub mod repository;
 pub mod schema;
 pub mod snapshot;
@@ -88,8 +89,15 @@ pub mod prelude {
     pub use crate::repository::Repository;
     pub use crate::snapshot::{InMemorySnapshotStore, SnapshotPolicy};
     pub use crate::store::{EventStore, ExpectedVersion, InMemoryEventStore};
+    pub use lexigram_macros::{Command, Event, Query, aggregate, apply};
 }
+
+#[doc(inline)]
+pub use lexigram_macros::{Command, Event, Query, aggregate, apply};
 
 /// Not public API. Used by generated code.
 #[doc(hidden)]
-pub mod __private {}
+pub mod __private {
+    pub use crate::registration::{AggregateRegistration, EventRegistration, MessageRegistration};
+    pub use inventory;
+}

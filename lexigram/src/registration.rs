@@ -1,0 +1,125 @@
+//! What the macros register through `inventory`: event types, commands, queries and
+//! aggregates, each with the `file:line` of its declaration so bootstrap errors can point at it.
+
+use crate::aggregate::Aggregate;
+use crate::message::{Command, Event, Query};
+use crate::schema::EventType;
+
+/// Where something was declared, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Location {
+    /// The source file.
+    pub file: &'static str,
+    /// The line.
+    pub line: u32,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// An event type registered by `#[derive(Event)]`.
+#[derive(Debug)]
+pub struct EventRegistration {
+    describe: fn() -> EventType,
+    /// Where the type is declared.
+    pub location: Location,
+}
+
+impl EventRegistration {
+    /// The registration of `E`.
+    pub const fn of<E: Event>(file: &'static str, line: u32) -> Self {
+        Self { describe: EventType::of::<E>, location: Location { file, line } }
+    }
+
+    /// The registered type.
+    pub fn event_type(&self) -> EventType {
+        (self.describe)()
+    }
+}
+
+/// A command or query type registered by `#[derive(Command)]` / `#[derive(Query)]`.
+#[derive(Debug)]
+pub struct MessageRegistration {
+    /// `command` or `query`.
+    pub kind: &'static str,
+    type_name: fn() -> &'static str,
+    type_id: fn() -> std::any::TypeId,
+    /// Where the type is declared.
+    pub location: Location,
+}
+
+impl MessageRegistration {
+    /// The registration of a command type.
+    pub const fn command<C: Command>(file: &'static str, line: u32) -> Self {
+        Self {
+            kind: "command",
+            type_name: C::command_name,
+            type_id: std::any::TypeId::of::<C>,
+            location: Location { file, line },
+        }
+    }
+
+    /// The registration of a query type.
+    pub const fn query<Q: Query>(file: &'static str, line: u32) -> Self {
+        Self {
+            kind: "query",
+            type_name: Q::query_name,
+            type_id: std::any::TypeId::of::<Q>,
+            location: Location { file, line },
+        }
+    }
+
+    /// The message type's name.
+    pub fn type_name(&self) -> &'static str {
+        (self.type_name)()
+    }
+
+    /// The message type's id.
+    pub fn type_id(&self) -> std::any::TypeId {
+        (self.type_id)()
+    }
+}
+
+/// An aggregate registered by `#[aggregate]`.
+#[derive(Debug)]
+pub struct AggregateRegistration {
+    /// The aggregate type name ([`Aggregate::TYPE`]).
+    pub name: &'static str,
+    rust_type: fn() -> &'static str,
+    /// Where the `impl` block is.
+    pub location: Location,
+}
+
+impl AggregateRegistration {
+    /// The registration of `A`.
+    pub const fn of<A: Aggregate>(file: &'static str, line: u32) -> Self {
+        Self { name: A::TYPE, rust_type: std::any::type_name::<A>, location: Location { file, line } }
+    }
+
+    /// The Rust type's name.
+    pub fn rust_type(&self) -> &'static str {
+        (self.rust_type)()
+    }
+}
+
+inventory::collect!(EventRegistration);
+inventory::collect!(MessageRegistration);
+inventory::collect!(AggregateRegistration);
+
+/// Every event type registered in the linked program.
+pub(crate) fn events() -> impl Iterator<Item = &'static EventRegistration> {
+    inventory::iter::<EventRegistration>.into_iter()
+}
+
+/// Every command and query type registered in the linked program.
+pub fn messages() -> impl Iterator<Item = &'static MessageRegistration> {
+    inventory::iter::<MessageRegistration>.into_iter()
+}
+
+/// Every aggregate registered in the linked program.
+pub fn aggregates() -> impl Iterator<Item = &'static AggregateRegistration> {
+    inventory::iter::<AggregateRegistration>.into_iter()
+}

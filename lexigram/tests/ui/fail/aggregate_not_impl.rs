@@ -1,0 +1,8 @@
+use lexigram::aggregate;
+
+#[aggregate]
+struct Account {
+    balance: u64,
+}
+
+fn main() {}

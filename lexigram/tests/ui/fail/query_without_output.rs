@@ -1,0 +1,8 @@
+use lexigram::Query;
+
+#[derive(Query)]
+struct Balance {
+    account: String,
+}
+
+fn main() {}
