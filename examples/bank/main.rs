@@ -11,31 +11,22 @@ use lexigram::snapshot::{InMemorySnapshotStore, SnapshotStore};
 use lexigram::store::VersionRange;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(name = "bank.AccountOpened", version = 1)]
 struct AccountOpened {
     owner: String,
 }
-impl Event for AccountOpened {
-    const NAME: &'static str = "bank.AccountOpened";
-    const VERSION: u32 = 1;
-}
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(name = "bank.MoneyDeposited", version = 1)]
 struct MoneyDeposited {
     amount: u64,
 }
-impl Event for MoneyDeposited {
-    const NAME: &'static str = "bank.MoneyDeposited";
-    const VERSION: u32 = 1;
-}
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, Event)]
+#[event(name = "bank.MoneyWithdrawn", version = 1)]
 struct MoneyWithdrawn {
     amount: u64,
-}
-impl Event for MoneyWithdrawn {
-    const NAME: &'static str = "bank.MoneyWithdrawn";
-    const VERSION: u32 = 1;
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -44,41 +35,28 @@ struct Account {
     balance: u64,
 }
 
-impl Aggregate for Account {
-    const TYPE: &'static str = "Account";
-    fn apply_stored(&mut self, event: &EventEnvelope) -> Result<(), EventLoadError> {
-        Route::new(self, event)
-            .on::<AccountOpened>()
-            .on::<MoneyDeposited>()
-            .on::<MoneyWithdrawn>()
-            .finish()
-    }
-}
-
-impl Apply<AccountOpened> for Account {
-    fn apply(&mut self, event: &AccountOpened) {
+#[aggregate(name = "Account")]
+impl Account {
+    #[apply]
+    fn opened(&mut self, event: &AccountOpened) {
         self.owner.clone_from(&event.owner);
     }
-}
 
-impl Apply<MoneyDeposited> for Account {
-    fn apply(&mut self, event: &MoneyDeposited) {
+    #[apply]
+    fn deposited(&mut self, event: &MoneyDeposited) {
         self.balance += event.amount;
     }
-}
 
-impl Apply<MoneyWithdrawn> for Account {
-    fn check(&self, event: &MoneyWithdrawn) -> Result<(), String> {
+    #[apply(check = can_withdraw)]
+    fn withdrawn(&mut self, event: &MoneyWithdrawn) {
+        self.balance -= event.amount;
+    }
+
+    fn can_withdraw(&self, event: &MoneyWithdrawn) -> Result<(), String> {
         if event.amount > self.balance {
-            return Err(format!(
-                "insufficient funds: balance {}, asked {}",
-                self.balance, event.amount
-            ));
+            return Err(format!("insufficient funds: balance {}, asked {}", self.balance, event.amount));
         }
         Ok(())
-    }
-    fn apply(&mut self, event: &MoneyWithdrawn) {
-        self.balance -= event.amount;
     }
 }
 

@@ -11,6 +11,8 @@ mod aggregate;
 mod attr;
 mod event;
 mod message;
+#[cfg(test)]
+mod snapshots;
 
 use proc_macro::TokenStream;
 

@@ -1,0 +1,69 @@
+//! Expansion snapshots: each macro's output, formatted, compared with `tests/expand/*.rs`.
+//! Set `LEXIGRAM_BLESS=1` to rewrite the snapshots after an intended change.
+
+use std::path::PathBuf;
+
+use proc_macro2::TokenStream;
+use quote::quote;
+
+fn check(name: &str, tokens: TokenStream) {
+    let file = syn::parse2::<syn::File>(tokens.clone());
+    assert!(file.is_ok(), "{name}: the expansion is not valid Rust:\n{tokens}");
+    let pretty = file.map(|f| prettyplease::unparse(&f)).unwrap_or_default();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/expand").join(format!("{name}.rs"));
+    if std::env::var_os("LEXIGRAM_BLESS").is_some() {
+        assert!(std::fs::write(&path, &pretty).is_ok(), "cannot write {}", path.display());
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(pretty, expected, "{name}: expansion changed; rerun with LEXIGRAM_BLESS=1 if intended");
+}
+
+#[test]
+fn derive_event() {
+    check(
+        "derive_event",
+        crate::event::derive(quote! {
+            #[event(name = "bank.AccountOpened", version = 2)]
+            pub struct AccountOpened { pub owner: String }
+        }),
+    );
+}
+
+#[test]
+fn derive_command_and_query() {
+    let mut out = crate::message::derive(
+        crate::message::Kind::Command,
+        quote! {
+            #[command(output = AccountId)]
+            pub struct OpenAccount { pub owner: String }
+        },
+    );
+    out.extend(crate::message::derive(
+        crate::message::Kind::Query,
+        quote! {
+            #[query(output = Option<u64>)]
+            pub struct GetBalance { pub account: AccountId }
+        },
+    ));
+    check("derive_command_and_query", out);
+}
+
+#[test]
+fn aggregate() {
+    check(
+        "aggregate",
+        crate::aggregate::expand(
+            quote!(name = "Account"),
+            quote! {
+                impl Account {
+                    #[apply]
+                    fn opened(&mut self, e: &AccountOpened) { self.owner = e.owner.clone(); }
+                    #[apply(check = can_withdraw)]
+                    fn withdrawn(&mut self, e: &MoneyWithdrawn) { self.balance -= e.amount; }
+                    fn can_withdraw(&self, e: &MoneyWithdrawn) -> Result<(), String> { Ok(()) }
+                }
+            },
+        ),
+    );
+}
