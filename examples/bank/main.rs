@@ -54,7 +54,10 @@ impl Account {
 
     fn can_withdraw(&self, event: &MoneyWithdrawn) -> Result<(), String> {
         if event.amount > self.balance {
-            return Err(format!("insufficient funds: balance {}, asked {}", self.balance, event.amount));
+            return Err(format!(
+                "insufficient funds: balance {}, asked {}",
+                self.balance, event.amount
+            ));
         }
         Ok(())
     }

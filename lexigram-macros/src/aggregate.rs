@@ -29,7 +29,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     };
     if let Some((_, path, _)) = &block.trait_ {
-        errors.push_at(path.span(), "`#[aggregate]` goes on an inherent `impl Type { .. }` block, not a trait impl");
+        errors.push_at(
+            path.span(),
+            "`#[aggregate]` goes on an inherent `impl Type { .. }` block, not a trait impl",
+        );
     }
     reject_generics(&block.generics, "an aggregate", &mut errors);
     let self_ty = (*block.self_ty).clone();
@@ -37,14 +40,24 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         syn::Type::Path(p) => p.path.segments.last().map(|s| s.ident.to_string()),
         _ => None,
     };
-    let name = options.string("name", &mut errors).map(|s| s.value()).or(default_name).unwrap_or_default();
-    let snapshot_version = options.positive_u32("snapshot_version", &mut errors).unwrap_or(1);
+    let name = options
+        .string("name", &mut errors)
+        .map(|s| s.value())
+        .or(default_name)
+        .unwrap_or_default();
+    let snapshot_version = options
+        .positive_u32("snapshot_version", &mut errors)
+        .unwrap_or(1);
 
     let mut applies = Vec::new();
     let mut marked = 0;
     for item in &mut block.items {
-        let syn::ImplItem::Fn(method) = item else { continue };
-        let Some(index) = method.attrs.iter().position(is_apply) else { continue };
+        let syn::ImplItem::Fn(method) = item else {
+            continue;
+        };
+        let Some(index) = method.attrs.iter().position(is_apply) else {
+            continue;
+        };
         let attr = method.attrs.remove(index);
         marked += 1;
         if let Some(apply) = parse_apply(&attr, &method.sig, &mut errors) {
@@ -62,7 +75,12 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         let event = &apply.event;
         let key = quote!(#event).to_string();
         if let Some(first) = seen.insert(key.clone(), apply.method.to_string()) {
-            errors.push_at(apply.method.span(), format!("`{first}` already applies `{key}`; keep one `#[apply]` method per event type"));
+            errors.push_at(
+                apply.method.span(),
+                format!(
+                    "`{first}` already applies `{key}`; keep one `#[apply]` method per event type"
+                ),
+            );
         }
     }
     if let Err(error) = errors.finish() {
@@ -115,7 +133,10 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
 }
 
 fn is_apply(attr: &syn::Attribute) -> bool {
-    attr.path().segments.last().is_some_and(|s| s.ident == "apply")
+    attr.path()
+        .segments
+        .last()
+        .is_some_and(|s| s.ident == "apply")
 }
 
 fn with_errors(errors: Errors, item: TokenStream) -> TokenStream {
@@ -129,17 +150,27 @@ fn with_errors(errors: Errors, item: TokenStream) -> TokenStream {
 }
 
 /// Checks `fn name(&mut self, event: &Event)` and reads `#[apply(check = ..)]`.
-fn parse_apply(attr: &syn::Attribute, sig: &syn::Signature, errors: &mut Errors) -> Option<ApplyFn> {
+fn parse_apply(
+    attr: &syn::Attribute,
+    sig: &syn::Signature,
+    errors: &mut Errors,
+) -> Option<ApplyFn> {
     let options = Options::from_attrs(std::slice::from_ref(attr), "apply", APPLY_KEYS, errors);
     let check = options.ident("check", errors);
     let shape = "an `#[apply]` method has the shape `fn name(&mut self, event: &SomeEvent)`";
     let mut ok = true;
     if let Some(asyncness) = &sig.asyncness {
-        errors.push_at(asyncness.span(), format!("{shape}; it cannot be `async`: applying an event is a pure state change"));
+        errors.push_at(
+            asyncness.span(),
+            format!("{shape}; it cannot be `async`: applying an event is a pure state change"),
+        );
         ok = false;
     }
     if !sig.generics.params.is_empty() {
-        errors.push_at(sig.generics.span(), format!("{shape}; it cannot be generic"));
+        errors.push_at(
+            sig.generics.span(),
+            format!("{shape}; it cannot be generic"),
+        );
         ok = false;
     }
     if let syn::ReturnType::Type(_, ty) = &sig.output {
@@ -150,7 +181,10 @@ fn parse_apply(attr: &syn::Attribute, sig: &syn::Signature, errors: &mut Errors)
     match inputs.next() {
         Some(syn::FnArg::Receiver(r)) if r.reference.is_some() && r.mutability.is_some() => {}
         Some(other) => {
-            errors.push_at(other.span(), format!("{shape}; the first parameter must be `&mut self`"));
+            errors.push_at(
+                other.span(),
+                format!("{shape}; the first parameter must be `&mut self`"),
+            );
             ok = false;
         }
         None => {
@@ -162,16 +196,28 @@ fn parse_apply(attr: &syn::Attribute, sig: &syn::Signature, errors: &mut Errors)
         (Some(syn::FnArg::Typed(arg)), None) => match &*arg.ty {
             syn::Type::Reference(r) if r.mutability.is_none() => Some((*r.elem).clone()),
             other => {
-                errors.push_at(other.span(), format!("{shape}; take the event by shared reference: `&{}`", quote!(#other)));
+                errors.push_at(
+                    other.span(),
+                    format!(
+                        "{shape}; take the event by shared reference: `&{}`",
+                        quote!(#other)
+                    ),
+                );
                 None
             }
         },
         (None, _) => {
-            errors.push_at(sig.ident.span(), format!("{shape}; add the event parameter"));
+            errors.push_at(
+                sig.ident.span(),
+                format!("{shape}; add the event parameter"),
+            );
             None
         }
         (_, Some(extra)) => {
-            errors.push_at(extra.span(), format!("{shape}; remove the extra parameters"));
+            errors.push_at(
+                extra.span(),
+                format!("{shape}; remove the extra parameters"),
+            );
             None
         }
         (Some(other), None) => {
@@ -180,5 +226,9 @@ fn parse_apply(attr: &syn::Attribute, sig: &syn::Signature, errors: &mut Errors)
         }
     };
     let event = event.filter(|_| ok)?;
-    Some(ApplyFn { method: sig.ident.clone(), event, check })
+    Some(ApplyFn {
+        method: sig.ident.clone(),
+        event,
+        check,
+    })
 }

@@ -45,7 +45,11 @@ impl Options {
     pub(crate) fn parse(tokens: TokenStream, valid: &[&str], errors: &mut Errors) -> Self {
         let mut found = BTreeMap::new();
         let parser = syn::meta::parser(|meta| {
-            let key = meta.path.get_ident().map(ToString::to_string).unwrap_or_default();
+            let key = meta
+                .path
+                .get_ident()
+                .map(ToString::to_string)
+                .unwrap_or_default();
             let span = meta.path.span();
             let value = if !meta.input.peek(syn::Token![=]) {
                 None
@@ -56,14 +60,31 @@ impl Options {
                 Some(meta.value()?.parse::<syn::Expr>()?)
             };
             if !valid.contains(&key.as_str()) {
-                let expected = valid.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ");
+                let expected = valid
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 let path = &meta.path;
-                let shown = if key.is_empty() { quote::quote!(#path).to_string() } else { key };
-                errors.push_at(span, format!("unknown key `{shown}`; expected one of {expected}"));
+                let shown = if key.is_empty() {
+                    quote::quote!(#path).to_string()
+                } else {
+                    key
+                };
+                errors.push_at(
+                    span,
+                    format!("unknown key `{shown}`; expected one of {expected}"),
+                );
             } else if found.contains_key(&key) {
                 errors.push_at(span, format!("duplicate key `{key}`; give each key once"));
             } else {
-                found.insert(key, Opt { key_span: span, value });
+                found.insert(
+                    key,
+                    Opt {
+                        key_span: span,
+                        value,
+                    },
+                );
             }
             Ok(())
         });
@@ -74,7 +95,12 @@ impl Options {
     }
 
     /// Parses the options of every `#[name(...)]` attribute in `attrs`.
-    pub(crate) fn from_attrs(attrs: &[syn::Attribute], name: &str, valid: &[&str], errors: &mut Errors) -> Self {
+    pub(crate) fn from_attrs(
+        attrs: &[syn::Attribute],
+        name: &str,
+        valid: &[&str],
+        errors: &mut Errors,
+    ) -> Self {
         let mut all = Self(BTreeMap::new());
         for attr in attrs.iter().filter(|a| a.path().is_ident(name)) {
             let tokens = match &attr.meta {
@@ -87,7 +113,10 @@ impl Options {
             };
             for (key, opt) in Self::parse(tokens, valid, errors).0 {
                 if all.0.contains_key(&key) {
-                    errors.push_at(opt.key_span, format!("duplicate key `{key}`; give each key once"));
+                    errors.push_at(
+                        opt.key_span,
+                        format!("duplicate key `{key}`; give each key once"),
+                    );
                 } else {
                     all.0.insert(key, opt);
                 }
@@ -104,13 +133,22 @@ impl Options {
     pub(crate) fn string(&self, key: &str, errors: &mut Errors) -> Option<syn::LitStr> {
         let opt = self.get(key)?;
         match &opt.value {
-            Some(syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. })) => Some(s.clone()),
+            Some(syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s),
+                ..
+            })) => Some(s.clone()),
             Some(other) => {
-                errors.push_at(other.span(), format!("`{key}` must be a string literal, like `{key} = \"...\"`"));
+                errors.push_at(
+                    other.span(),
+                    format!("`{key}` must be a string literal, like `{key} = \"...\"`"),
+                );
                 None
             }
             None => {
-                errors.push_at(opt.key_span, format!("`{key}` needs a value, like `{key} = \"...\"`"));
+                errors.push_at(
+                    opt.key_span,
+                    format!("`{key}` needs a value, like `{key} = \"...\"`"),
+                );
                 None
             }
         }
@@ -120,12 +158,18 @@ impl Options {
     pub(crate) fn positive_u32(&self, key: &str, errors: &mut Errors) -> Option<u32> {
         let opt = self.get(key)?;
         let parsed = match &opt.value {
-            Some(syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Int(i), .. })) => i.base10_parse::<u32>().ok().filter(|v| *v > 0),
+            Some(syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Int(i),
+                ..
+            })) => i.base10_parse::<u32>().ok().filter(|v| *v > 0),
             _ => None,
         };
         if parsed.is_none() {
             let span = opt.value.as_ref().map_or(opt.key_span, Spanned::span);
-            errors.push_at(span, format!("`{key}` must be a positive integer, like `{key} = 1`"));
+            errors.push_at(
+                span,
+                format!("`{key}` must be a positive integer, like `{key} = 1`"),
+            );
         }
         parsed
     }
@@ -134,13 +178,19 @@ impl Options {
     pub(crate) fn ty(&self, key: &str, errors: &mut Errors) -> Option<syn::Type> {
         let opt = self.get(key)?;
         let Some(expr) = &opt.value else {
-            errors.push_at(opt.key_span, format!("`{key}` needs a type, like `{key} = u64`"));
+            errors.push_at(
+                opt.key_span,
+                format!("`{key}` needs a type, like `{key} = u64`"),
+            );
             return None;
         };
         match syn::parse2::<syn::Type>(quote::quote!(#expr)) {
             Ok(ty) => Some(ty),
             Err(_) => {
-                errors.push_at(expr.span(), format!("`{key}` must be a type, like `{key} = u64`"));
+                errors.push_at(
+                    expr.span(),
+                    format!("`{key}` must be a type, like `{key} = u64`"),
+                );
                 None
             }
         }
@@ -153,7 +203,10 @@ impl Options {
             Some(syn::Expr::Path(p)) if p.path.get_ident().is_some() => p.path.get_ident().cloned(),
             other => {
                 let span = other.as_ref().map_or(opt.key_span, Spanned::span);
-                errors.push_at(span, format!("`{key}` must be a name, like `{key} = something`"));
+                errors.push_at(
+                    span,
+                    format!("`{key}` must be a name, like `{key} = something`"),
+                );
                 None
             }
         }

@@ -20,7 +20,9 @@ fn try_derive(input: TokenStream) -> syn::Result<TokenStream> {
     reject_generics(&input.generics, "an event type", &mut errors);
     let options = Options::from_attrs(&input.attrs, "event", KEYS, &mut errors);
     let ident = &input.ident;
-    let name = options.string("name", &mut errors).map_or_else(|| ident.to_string(), |s| s.value());
+    let name = options
+        .string("name", &mut errors)
+        .map_or_else(|| ident.to_string(), |s| s.value());
     if name.trim().is_empty() {
         errors.push_at(ident.span(), "the event name must not be empty");
     }
@@ -30,7 +32,10 @@ fn try_derive(input: TokenStream) -> syn::Result<TokenStream> {
         Some(k) if k == "domain" => quote!(Domain),
         Some(k) if k == "integration" => quote!(Integration),
         Some(k) => {
-            errors.push_at(k.span(), format!("unknown event kind `{k}`; expected `domain` or `integration`"));
+            errors.push_at(
+                k.span(),
+                format!("unknown event kind `{k}`; expected `domain` or `integration`"),
+            );
             quote!(Domain)
         }
     };
@@ -59,10 +64,16 @@ mod tests {
             struct Opened { owner: String }
         })
         .to_string();
-        assert!(out.contains("const NAME : & 'static str = \"bank.Opened\""), "{out}");
+        assert!(
+            out.contains("const NAME : & 'static str = \"bank.Opened\""),
+            "{out}"
+        );
         assert!(out.contains("const VERSION : u32 = 2u32"), "{out}");
         assert!(out.contains("EventKind :: Integration"), "{out}");
-        assert!(out.contains("EventRegistration :: of :: < Opened >"), "{out}");
+        assert!(
+            out.contains("EventRegistration :: of :: < Opened >"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -73,8 +84,14 @@ mod tests {
         })
         .to_string();
         assert!(out.contains("cannot be generic"), "{out}");
-        assert!(out.contains("unknown key `nam`; expected one of `name`, `version`, `kind`"), "{out}");
-        assert!(out.contains("`version` must be a positive integer"), "{out}");
+        assert!(
+            out.contains("unknown key `nam`; expected one of `name`, `version`, `kind`"),
+            "{out}"
+        );
+        assert!(
+            out.contains("`version` must be a positive integer"),
+            "{out}"
+        );
         assert!(out.contains("duplicate key `version`"), "{out}");
     }
 }

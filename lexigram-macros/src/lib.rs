@@ -28,13 +28,19 @@ pub fn derive_event(input: TokenStream) -> TokenStream {
 /// Implements `lexigram::Command`: `#[command(output = T)]` (default `()`).
 #[proc_macro_derive(Command, attributes(command))]
 pub fn derive_command(input: TokenStream) -> TokenStream {
-    expand("derive(Command)", message::derive(message::Kind::Command, input.into()))
+    expand(
+        "derive(Command)",
+        message::derive(message::Kind::Command, input.into()),
+    )
 }
 
 /// Implements `lexigram::Query`: `#[query(output = T)]` (required).
 #[proc_macro_derive(Query, attributes(query))]
 pub fn derive_query(input: TokenStream) -> TokenStream {
-    expand("derive(Query)", message::derive(message::Kind::Query, input.into()))
+    expand(
+        "derive(Query)",
+        message::derive(message::Kind::Query, input.into()),
+    )
 }
 
 /// On an `impl` block of an aggregate's state: implements `lexigram::Aggregate` and one

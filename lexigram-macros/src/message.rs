@@ -22,7 +22,12 @@ fn try_derive(kind: Kind, input: TokenStream) -> syn::Result<TokenStream> {
     let input: syn::DeriveInput = syn::parse2(input)?;
     let mut errors = Errors::default();
     let (attr, what, trait_name, register) = match kind {
-        Kind::Command => ("command", "a command type", quote!(Command), quote!(command)),
+        Kind::Command => (
+            "command",
+            "a command type",
+            quote!(Command),
+            quote!(command),
+        ),
         Kind::Query => ("query", "a query type", quote!(Query), quote!(query)),
     };
     reject_generics(&input.generics, what, &mut errors);
@@ -33,7 +38,10 @@ fn try_derive(kind: Kind, input: TokenStream) -> syn::Result<TokenStream> {
         (None, Kind::Command) => quote!(()),
         (None, Kind::Query) => {
             if options.get("output").is_none() {
-                errors.push_at(ident.span(), "a query needs its result type: add `#[query(output = T)]`");
+                errors.push_at(
+                    ident.span(),
+                    "a query needs its result type: add `#[query(output = T)]`",
+                );
             }
             quote!(())
         }

@@ -8,15 +8,27 @@ use quote::quote;
 
 fn check(name: &str, tokens: TokenStream) {
     let file = syn::parse2::<syn::File>(tokens.clone());
-    assert!(file.is_ok(), "{name}: the expansion is not valid Rust:\n{tokens}");
+    assert!(
+        file.is_ok(),
+        "{name}: the expansion is not valid Rust:\n{tokens}"
+    );
     let pretty = file.map(|f| prettyplease::unparse(&f)).unwrap_or_default();
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/expand").join(format!("{name}.rs"));
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/expand")
+        .join(format!("{name}.rs"));
     if std::env::var_os("LEXIGRAM_BLESS").is_some() {
-        assert!(std::fs::write(&path, &pretty).is_ok(), "cannot write {}", path.display());
+        assert!(
+            std::fs::write(&path, &pretty).is_ok(),
+            "cannot write {}",
+            path.display()
+        );
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(pretty, expected, "{name}: expansion changed; rerun with LEXIGRAM_BLESS=1 if intended");
+    assert_eq!(
+        pretty, expected,
+        "{name}: expansion changed; rerun with LEXIGRAM_BLESS=1 if intended"
+    );
 }
 
 #[test]

@@ -31,7 +31,10 @@ pub struct EventRegistration {
 impl EventRegistration {
     /// The registration of `E`.
     pub const fn of<E: Event>(file: &'static str, line: u32) -> Self {
-        Self { describe: EventType::of::<E>, location: Location { file, line } }
+        Self {
+            describe: EventType::of::<E>,
+            location: Location { file, line },
+        }
     }
 
     /// The registered type.
@@ -96,7 +99,11 @@ pub struct AggregateRegistration {
 impl AggregateRegistration {
     /// The registration of `A`.
     pub const fn of<A: Aggregate>(file: &'static str, line: u32) -> Self {
-        Self { name: A::TYPE, rust_type: std::any::type_name::<A>, location: Location { file, line } }
+        Self {
+            name: A::TYPE,
+            rust_type: std::any::type_name::<A>,
+            location: Location { file, line },
+        }
     }
 
     /// The Rust type's name.

@@ -14,3 +14,40 @@ async fn memory_event_store_meets_the_contract() -> lexigram::Result<()> {
 async fn memory_snapshot_store_meets_the_contract() -> lexigram::Result<()> {
     snapshot_store_suite(|| async { Ok(InMemorySnapshotStore::new()) }).await
 }
+
+#[tokio::test]
+async fn retention_keeps_the_newest_events_without_changing_versions() -> lexigram::Result<()> {
+    use lexigram::message::{MessageMetadata, NewEvent, Payload};
+    use lexigram::store::{EventStore, ExpectedVersion, VersionRange};
+
+    let store = InMemoryEventStore::new().with_retention(3);
+    let event = |n: u64| {
+        NewEvent::new(
+            "E",
+            1,
+            Payload::from_json_text(n.to_string()),
+            MessageMetadata::new(),
+        )
+    };
+    store
+        .append("s", (1..=5).map(event).collect(), ExpectedVersion::NoStream)
+        .await?;
+    store
+        .append("s", vec![event(6)], ExpectedVersion::Exact(5))
+        .await?;
+    let kept: Vec<u64> = store
+        .read("s", VersionRange::all())
+        .await?
+        .iter()
+        .map(|e| e.stream_version)
+        .collect();
+    assert_eq!(kept, [4, 5, 6]);
+    assert_eq!(store.version("s").await?, 6);
+    assert_eq!(store.count(None).await?, 3);
+    assert_eq!(
+        store.read_all(0, 10, None).await?.len(),
+        3,
+        "dropped events leave the global log too"
+    );
+    Ok(())
+}
