@@ -1,6 +1,7 @@
 //! Parsing `key = value` options, with every error collected and spanned.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use proc_macro2::{Span, TokenStream};
 use syn::parse::Parser;
@@ -75,16 +76,19 @@ impl Options {
                     span,
                     format!("unknown key `{shown}`; expected one of {expected}"),
                 );
-            } else if found.contains_key(&key) {
-                errors.push_at(span, format!("duplicate key `{key}`; give each key once"));
             } else {
-                found.insert(
-                    key,
-                    Opt {
-                        key_span: span,
-                        value,
-                    },
-                );
+                match found.entry(key) {
+                    Entry::Occupied(e) => errors.push_at(
+                        span,
+                        format!("duplicate key `{}`; give each key once", e.key()),
+                    ),
+                    Entry::Vacant(e) => {
+                        e.insert(Opt {
+                            key_span: span,
+                            value,
+                        });
+                    }
+                }
             }
             Ok(())
         });
@@ -112,13 +116,14 @@ impl Options {
                 }
             };
             for (key, opt) in Self::parse(tokens, valid, errors).0 {
-                if all.0.contains_key(&key) {
-                    errors.push_at(
+                match all.0.entry(key) {
+                    Entry::Occupied(e) => errors.push_at(
                         opt.key_span,
-                        format!("duplicate key `{key}`; give each key once"),
-                    );
-                } else {
-                    all.0.insert(key, opt);
+                        format!("duplicate key `{}`; give each key once", e.key()),
+                    ),
+                    Entry::Vacant(e) => {
+                        e.insert(opt);
+                    }
                 }
             }
         }

@@ -7,10 +7,11 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 fn check(name: &str, tokens: TokenStream) {
-    let file = syn::parse2::<syn::File>(tokens.clone());
+    let shown = tokens.to_string();
+    let file = syn::parse2::<syn::File>(tokens);
     assert!(
         file.is_ok(),
-        "{name}: the expansion is not valid Rust:\n{tokens}"
+        "{name}: the expansion is not valid Rust:\n{shown}"
     );
     let pretty = file.map(|f| prettyplease::unparse(&f)).unwrap_or_default();
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
