@@ -45,7 +45,7 @@
 //! - [`message`]: commands, queries, events, metadata, envelopes.
 //! - [`store`]: the [`EventStore`] contract and its backends.
 //! - [`schema`]: event type registry and upcasters.
-//! - [`aggregate`], [`repository`], [`snapshot`]: the write side.
+//! - [`aggregate`](mod@aggregate), [`repository`], [`snapshot`]: the write side.
 //! - [`error`]: every error, with what failed and how to fix it.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
