@@ -52,7 +52,7 @@ use crate::aggregate::{Aggregate, AggregateRoot};
 use crate::error::{Error, Result};
 use crate::message::{AggregateId, EventEnvelope};
 use crate::schema::SchemaRegistry;
-use crate::snapshot::{Snapshot, SnapshotContext, SnapshotPolicy, SnapshotStore};
+use crate::snapshot::{SnapshotManager, SnapshotPolicy, SnapshotStore};
 use crate::store::{EventStore, ExpectedVersion, VersionRange};
 
 /// Receives the envelopes a [`Repository`] stored, in order. The event bus implements it.
@@ -68,7 +68,7 @@ pub const AGGREGATE_TYPE_KEY: &str = "aggregate_type";
 /// Loads and saves aggregates of type `A`. Cheap to clone.
 pub struct Repository<A> {
     store: Arc<dyn EventStore>,
-    snapshots: Option<(Arc<dyn SnapshotStore>, SnapshotPolicy)>,
+    snapshots: Option<SnapshotManager>,
     publisher: Option<Arc<dyn EventPublisher>>,
     schema: Option<Arc<SchemaRegistry>>,
     _aggregate: PhantomData<fn() -> A>,
@@ -91,10 +91,7 @@ impl<A: Aggregate> fmt::Debug for Repository<A> {
         f.debug_struct("Repository")
             .field("aggregate", &A::TYPE)
             .field("store", &self.store.backend())
-            .field(
-                "snapshots",
-                &self.snapshots.as_ref().map(|(s, p)| (s.backend(), p)),
-            )
+            .field("snapshots", &self.snapshots)
             .field("publisher", &self.publisher.is_some())
             .finish()
     }
@@ -120,17 +117,16 @@ impl<A: Aggregate> Repository<A> {
     /// Loads from and saves snapshots to `store`, taking one when `policy` fires.
     #[must_use]
     pub fn with_snapshots(self, store: impl SnapshotStore, policy: SnapshotPolicy) -> Self {
-        self.with_shared_snapshots(Arc::new(store), policy)
+        self.with_snapshot_manager(SnapshotManager::new(store, policy))
     }
 
-    /// Like [`with_snapshots`](Self::with_snapshots), with a shared store.
+    /// Uses `manager` for snapshots (its store, policy and schema).
     #[must_use]
-    pub fn with_shared_snapshots(
-        mut self,
-        store: Arc<dyn SnapshotStore>,
-        policy: SnapshotPolicy,
-    ) -> Self {
-        self.snapshots = Some((store, policy));
+    pub fn with_snapshot_manager(mut self, manager: SnapshotManager) -> Self {
+        self.snapshots = Some(match &self.schema {
+            Some(schema) => manager.with_schema(Arc::clone(schema)),
+            None => manager,
+        });
         self
     }
 
@@ -144,6 +140,7 @@ impl<A: Aggregate> Repository<A> {
     /// Upcasts old snapshot state with `schema`.
     #[must_use]
     pub fn with_schema(mut self, schema: Arc<SchemaRegistry>) -> Self {
+        self.snapshots = self.snapshots.map(|m| m.with_schema(Arc::clone(&schema)));
         self.schema = Some(schema);
         self
     }
@@ -158,7 +155,11 @@ impl<A: Aggregate> Repository<A> {
     #[tracing::instrument(level = "debug", skip_all, fields(aggregate = A::TYPE, id = %id.as_ref()))]
     pub async fn load(&self, id: impl Into<AggregateId> + AsRef<str>) -> Result<AggregateRoot<A>> {
         let id = id.into();
-        let mut root = match self.restore_snapshot(&id).await {
+        let restored = match &self.snapshots {
+            Some(manager) => manager.restore(&id).await,
+            None => None,
+        };
+        let mut root = match restored {
             Some(root) => root,
             None => AggregateRoot::new(id.clone()),
         };
@@ -200,7 +201,10 @@ impl<A: Aggregate> Repository<A> {
         if root.pending().is_empty() {
             return Ok(Vec::new());
         }
-        let snapshot = self.due_snapshot(root)?;
+        let snapshot = match &self.snapshots {
+            Some(manager) => manager.due(root)?,
+            None => None,
+        };
         let expected = match root.persisted_version() {
             0 => ExpectedVersion::NoStream,
             v => ExpectedVersion::Exact(v),
@@ -236,8 +240,15 @@ impl<A: Aggregate> Repository<A> {
             })
             .collect();
 
-        if let Some(snapshot) = snapshot {
-            self.store_snapshot(root, snapshot).await;
+        if let (Some(manager), Some(snapshot)) = (&self.snapshots, snapshot) {
+            let version = snapshot.version;
+            // The events are durable already: a failed snapshot only means a longer replay.
+            if let Err(err) = manager.save(root, snapshot).await {
+                tracing::warn!(
+                    aggregate = A::TYPE, id = %root.id(), version, error = %err,
+                    "snapshot not stored; the aggregate will load from an older snapshot or its events"
+                );
+            }
         }
         if let Some(publisher) = &self.publisher {
             publisher.publish(&envelopes).await?;
@@ -248,7 +259,7 @@ impl<A: Aggregate> Repository<A> {
     /// Takes and stores a snapshot of `root` now, whatever the policy. Fails if no snapshot
     /// store is configured.
     pub async fn force_snapshot(&self, root: &mut AggregateRoot<A>) -> Result<()> {
-        let Some((store, _)) = &self.snapshots else {
+        let Some(manager) = &self.snapshots else {
             return Err(Error::Config {
                 problems: vec![format!(
                     "cannot snapshot aggregate `{}`: the repository has no snapshot store; add one with `with_snapshots`",
@@ -257,80 +268,6 @@ impl<A: Aggregate> Repository<A> {
             });
         };
         let snapshot = root.create_snapshot()?;
-        let at = snapshot.created_at;
-        store.save(snapshot).await?;
-        root.mark_snapshot(at);
-        Ok(())
-    }
-
-    /// The snapshot the policy asks for after this save, serialized now.
-    fn due_snapshot(&self, root: &AggregateRoot<A>) -> Result<Option<Snapshot>> {
-        let Some((_, policy)) = &self.snapshots else {
-            return Ok(None);
-        };
-        let ctx = SnapshotContext {
-            version: root.version(),
-            events_since_snapshot: root.events_since_snapshot(),
-            since_last_snapshot: root.since_last_snapshot(),
-        };
-        if !policy.should_snapshot(&ctx) {
-            return Ok(None);
-        }
-        root.create_snapshot().map(Some)
-    }
-
-    /// Stores a snapshot after a successful append. The events are durable already, so a
-    /// failure here is logged, not returned: the next load replays a little more.
-    async fn store_snapshot(&self, root: &mut AggregateRoot<A>, snapshot: Snapshot) {
-        let Some((store, _)) = &self.snapshots else {
-            return;
-        };
-        let at = snapshot.created_at;
-        let version = snapshot.version;
-        match store.save(snapshot).await {
-            Ok(()) => root.mark_snapshot(at),
-            Err(err) => tracing::warn!(
-                aggregate = A::TYPE, id = %root.id(), version, error = %err,
-                "snapshot not stored; the aggregate will load from an older snapshot or its events"
-            ),
-        }
-    }
-
-    /// The aggregate restored from its latest usable snapshot, if any. An unreadable
-    /// snapshot is skipped with a warning.
-    async fn restore_snapshot(&self, id: &AggregateId) -> Option<AggregateRoot<A>> {
-        let (store, _) = self.snapshots.as_ref()?;
-        let snapshot = match store.latest(id.as_str()).await {
-            Ok(found) => found?,
-            Err(err) => {
-                tracing::warn!(aggregate = A::TYPE, %id, error = %err, "snapshot store failed; replaying all events");
-                return None;
-            }
-        };
-        let restored = self
-            .upcast_snapshot(snapshot)
-            .and_then(|s| AggregateRoot::load_from_snapshot(&s));
-        match restored {
-            Ok(root) => Some(root),
-            Err(err) => {
-                tracing::warn!(aggregate = A::TYPE, %id, error = %err, "snapshot unusable; replaying all events");
-                None
-            }
-        }
-    }
-
-    fn upcast_snapshot(&self, mut snapshot: Snapshot) -> Result<Snapshot> {
-        if snapshot.schema_version == A::SNAPSHOT_VERSION {
-            return Ok(snapshot);
-        }
-        let schema = self.schema.clone().unwrap_or_default();
-        snapshot.state = schema.upcast_snapshot(
-            A::TYPE,
-            snapshot.schema_version,
-            A::SNAPSHOT_VERSION,
-            snapshot.state,
-        )?;
-        snapshot.schema_version = A::SNAPSHOT_VERSION;
-        Ok(snapshot)
+        manager.save(root, snapshot).await
     }
 }

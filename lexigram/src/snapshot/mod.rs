@@ -21,6 +21,7 @@
 //! assert!(policy.should_snapshot(&ctx));
 //! ```
 
+mod manager;
 mod memory;
 
 use std::fmt;
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::message::AggregateId;
 
+pub use manager::SnapshotManager;
 pub use memory::InMemorySnapshotStore;
 
 /// An aggregate's state at one version.
