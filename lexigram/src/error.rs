@@ -211,6 +211,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// Building the app found problems in its wiring. Every problem is listed, sorted.
+    #[error(transparent)]
+    Bootstrap(#[from] crate::module::BootstrapReport),
+
     /// The configuration is invalid. Every problem is listed.
     #[error("invalid lexigram configuration:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
     Config {

@@ -59,6 +59,7 @@ pub mod aggregate;
 pub mod config;
 pub mod error;
 pub mod message;
+pub mod module;
 pub mod registration;
 pub mod repository;
 pub mod schema;

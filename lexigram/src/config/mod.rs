@@ -1,4 +1,4 @@
-//! Configuration types.
+//! Configuration: [`EventsConfig`] (from code, TOML or the environment) and [`Secret`].
 //!
 //! [`Secret`] wraps values that must never reach a log (DSN passwords, webhook secrets): its
 //! `Debug` and `Display` print `***`.
@@ -12,6 +12,8 @@
 //! assert_eq!(dsn.expose(), "postgres://app:hunter2@db/app");
 //! ```
 
+mod events;
 mod secret;
 
+pub use events::{EventsConfig, SnapshotConfig, StoreConfig};
 pub use secret::Secret;
