@@ -6,6 +6,7 @@ use std::fmt;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use super::Problem;
 use crate::registration::Location;
 
 type Erased = Arc<dyn Any + Send + Sync>;
@@ -14,7 +15,6 @@ type Factory = Arc<dyn Fn(&Container) -> Option<Erased> + Send + Sync>;
 /// A shared dependency: `Dep<T>` in a handler's parameters is the `T` provided to the app
 /// (`.provide(T)`, or `.provide_arc::<dyn Trait>(..)` for a trait object). Cheap to clone;
 /// derefs to `T`.
-#[diagnostic::on_unimplemented(message = "`Dep<{T}>` needs `{T}: Send + Sync + 'static`")]
 pub struct Dep<T: ?Sized>(Arc<T>);
 
 impl<T: ?Sized> Dep<T> {
@@ -184,9 +184,20 @@ impl Container {
         self.entries.contains_key(&TypeId::of::<T>())
     }
 
-    /// Types provided twice without `replace`: (type, first location, second location).
-    pub(crate) fn duplicates(&self) -> &[(&'static str, Location, Location)] {
-        &self.duplicates
+    /// What is wrong with the providers: each type provided twice without
+    /// [`replace`](Self::replace), with both locations.
+    pub fn problems(&self) -> Vec<Problem> {
+        self.duplicates
+            .iter()
+            .map(|(type_name, first, second)| {
+                Problem::new(format!(
+                    "`{type_name}` is provided twice (a type has one provider)"
+                ))
+                .at(*first, "first provided here")
+                .at(*second, "provided again here")
+                .help("remove one, or use `replace` to override it on purpose (tests)")
+            })
+            .collect()
     }
 }
 
@@ -198,10 +209,10 @@ mod tests {
     fn provide_twice_is_recorded_and_replace_is_not() {
         let mut c = Container::new();
         c.provide(1u32).provide(2u32);
-        assert_eq!(c.duplicates().len(), 1);
+        assert_eq!(c.problems().len(), 1);
         assert_eq!(c.get::<u32>().as_deref(), Some(&2));
         c.replace(3u32);
-        assert_eq!(c.duplicates().len(), 1);
+        assert_eq!(c.problems().len(), 1);
         assert_eq!(c.get::<u32>().as_deref(), Some(&3));
     }
 
