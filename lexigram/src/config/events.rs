@@ -278,11 +278,16 @@ mod tests {
 
     #[test]
     fn validate_reports_every_problem() {
-        let mut config = EventsConfig::default();
-        config.service_name = " ".into();
-        config.snapshots.keep = 0;
-        config.snapshots.every_events = Some(0);
-        config.handler_modules = vec!["bank::".into(), "ok::handlers".into()];
+        let config = EventsConfig {
+            service_name: " ".into(),
+            snapshots: SnapshotConfig {
+                every_events: Some(0),
+                interval_ms: None,
+                keep: 0,
+            },
+            handler_modules: vec!["bank::".into(), "ok::handlers".into()],
+            ..EventsConfig::default()
+        };
         let problems = config.validate();
         assert_eq!(problems.len(), 4, "{problems:#?}");
         assert!(EventsConfig::default().validated().is_ok());
