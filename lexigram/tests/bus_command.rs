@@ -62,10 +62,12 @@ async fn a_handler_type_handles_its_command_and_returns_the_output() -> TestResu
 }
 
 #[tokio::test]
-async fn a_second_handler_is_a_duplicate_naming_the_first_and_where_it_was_registered()
--> TestResult {
+async fn a_second_handler_is_a_duplicate_naming_the_first_and_where_it_was_registered() -> TestResult
+{
     let bus = CommandBus::new();
-    bus.register_fn(|c: Deposit, _: CommandContext| async move { Ok::<_, Insufficient>(c.amount) })?;
+    bus.register_fn(
+        |c: Deposit, _: CommandContext| async move { Ok::<_, Insufficient>(c.amount) },
+    )?;
     let second = bus.register(DepositHandler {
         balance: Mutex::new(0),
     });
@@ -88,9 +90,11 @@ async fn a_second_handler_is_a_duplicate_naming_the_first_and_where_it_was_regis
 #[tokio::test]
 async fn replace_swaps_the_handler_explicitly_and_unregister_removes_it() -> TestResult {
     let bus = CommandBus::new();
-    assert!(!bus.replace(|c: Deposit, _: CommandContext| async move {
-        Ok::<_, Insufficient>(c.amount)
-    }));
+    assert!(
+        !bus.replace(
+            |c: Deposit, _: CommandContext| async move { Ok::<_, Insufficient>(c.amount) }
+        )
+    );
     assert!(bus.replace(|c: Deposit, _: CommandContext| async move {
         Ok::<_, Insufficient>(c.amount * 100)
     }));
@@ -108,7 +112,10 @@ async fn an_unknown_command_is_handler_not_found() -> TestResult {
     let Err(Error::HandlerNotFound { kind, message_type }) = result else {
         return Err(format!("expected HandlerNotFound, got {result:?}").into());
     };
-    assert_eq!((kind, message_type), ("command", std::any::type_name::<Withdraw>()));
+    assert_eq!(
+        (kind, message_type),
+        ("command", std::any::type_name::<Withdraw>())
+    );
     Ok(())
 }
 
@@ -182,7 +189,9 @@ async fn a_command_sent_from_a_handler_inherits_correlation_and_gets_the_parent_
         }
     })?;
 
-    let root = MessageMetadata::new().with_user_id("ada").with_tenant_id("acme");
+    let root = MessageMetadata::new()
+        .with_user_id("ada")
+        .with_tenant_id("acme");
     let (outer, child, looked_up) = bus.dispatch_with(Outer, root.clone()).await?;
     assert_eq!(outer, root);
     for nested in [&child, &looked_up] {
@@ -217,8 +226,8 @@ async fn the_context_metadata_is_stable_within_one_dispatch() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_bus_serves_many_tasks_at_once_and_registration_does_not_disturb_dispatch()
--> TestResult {
+async fn the_bus_serves_many_tasks_at_once_and_registration_does_not_disturb_dispatch() -> TestResult
+{
     let bus = CommandBus::new();
     let calls = Arc::new(AtomicU32::new(0));
     let counter = calls.clone();
@@ -232,7 +241,11 @@ async fn the_bus_serves_many_tasks_at_once_and_registration_does_not_disturb_dis
         tasks.push(tokio::spawn(async move {
             let mut sum = 0;
             for j in 0..250u64 {
-                sum += bus.dispatch(Deposit { amount: i * 1000 + j }).await?;
+                sum += bus
+                    .dispatch(Deposit {
+                        amount: i * 1000 + j,
+                    })
+                    .await?;
             }
             Ok::<u64, Error>(sum)
         }));

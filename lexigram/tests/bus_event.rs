@@ -130,7 +130,10 @@ async fn a_handler_failing_twice_is_called_three_times_100ms_and_200ms_apart_wit
     let calls = calls.lock();
     assert_eq!(calls.len(), 3);
     let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
-    assert_eq!(gaps, [Duration::from_millis(100), Duration::from_millis(200)]);
+    assert_eq!(
+        gaps,
+        [Duration::from_millis(100), Duration::from_millis(200)]
+    );
     assert_eq!(bus.dead_letter_count(), 0);
     Ok(())
 }
@@ -146,7 +149,13 @@ async fn an_always_failing_handler_is_called_four_times_and_dead_lettered_once_a
         move |_: Ping, ctx: EventContext| {
             counter.fetch_add(1, Ordering::SeqCst);
             let ok = fixed.load(Ordering::SeqCst) == 1;
-            async move { if ok { Ok(()) } else { Err(Failed(ctx.attempt())) } }
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(Failed(ctx.attempt()))
+                }
+            }
         },
         SubscribeOptions::new().name("mailer"),
     );
@@ -167,7 +176,10 @@ async fn an_always_failing_handler_is_called_four_times_and_dead_lettered_once_a
 
     // Replaying while it still fails: dead-lettered again under a new id, error returned.
     let again = bus.replay_dead_letter(letter.id).await;
-    let Err(lexigram::Error::EventHandler { attempts, handler, .. }) = again else {
+    let Err(lexigram::Error::EventHandler {
+        attempts, handler, ..
+    }) = again
+    else {
         return Err(format!("expected EventHandler error, got {again:?}").into());
     };
     assert_eq!((attempts, &*handler), (4, "mailer"));
@@ -202,7 +214,10 @@ async fn dead_letters_can_be_deleted_and_are_kept_when_their_handler_is_gone() -
     assert!(!bus.delete_dead_letter(letters[0].id));
     assert!(bus.unsubscribe(id));
     let replay = bus.replay_dead_letter(letters[1].id).await;
-    assert!(matches!(replay, Err(lexigram::Error::DeadLetterReplay { .. })), "{replay:?}");
+    assert!(
+        matches!(replay, Err(lexigram::Error::DeadLetterReplay { .. })),
+        "{replay:?}"
+    );
     assert_eq!(bus.dead_letter_count(), 1, "kept for later");
     Ok(())
 }
@@ -233,7 +248,11 @@ async fn parallel_dispatch_runs_the_handlers_of_an_event_together() -> TestResul
     let start = Instant::now();
     bus.publish_event("s", &Ping { n: 1 }).await?;
     bus.drain().await;
-    assert_eq!(start.elapsed(), Duration::from_millis(50), "not 60: they overlapped");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(50),
+        "not 60: they overlapped"
+    );
     assert_eq!(*log.lock(), ["h2(e1)", "h1(e1)"]);
     Ok(())
 }
@@ -243,9 +262,15 @@ async fn handlers_of_all_events_run_first_then_by_priority() -> TestResult {
     let bus = bus_with(|c| c.parallel_dispatch = false)?;
     let log: Log<String> = Arc::default();
     let zero = Duration::ZERO;
-    bus.subscribe_with(tracer("low", zero, &log), SubscribeOptions::new().priority(-5));
+    bus.subscribe_with(
+        tracer("low", zero, &log),
+        SubscribeOptions::new().priority(-5),
+    );
     bus.subscribe(tracer("default", zero, &log));
-    bus.subscribe_with(tracer("high", zero, &log), SubscribeOptions::new().priority(10));
+    bus.subscribe_with(
+        tracer("high", zero, &log),
+        SubscribeOptions::new().priority(10),
+    );
     let all = log.clone();
     bus.subscribe_all(move |ctx: EventContext| {
         all.lock().push(format!("all({})", ctx.event_type()));
@@ -256,7 +281,13 @@ async fn handlers_of_all_events_run_first_then_by_priority() -> TestResult {
     bus.drain().await;
     assert_eq!(
         *log.lock(),
-        ["all(test.Ping)", "high(e1)", "default(e1)", "low(e1)", "all(test.Pong)"]
+        [
+            "all(test.Ping)",
+            "high(e1)",
+            "default(e1)",
+            "low(e1)",
+            "all(test.Pong)"
+        ]
     );
     assert_eq!(bus.handler_count("test.Ping"), 4);
     assert_eq!(bus.handler_count("test.Pong"), 1);
@@ -327,7 +358,11 @@ async fn a_full_queue_makes_publish_wait() -> TestResult {
         bus.publish_event("s", &Ping { n }).await?;
     }
     // e1 is being handled, e2 and e3 fill the queue.
-    assert_eq!(start.elapsed(), Duration::ZERO, "the first three are accepted at once");
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "the first three are accepted at once"
+    );
     bus.publish_event("s", &Ping { n: 4 }).await?;
     assert_eq!(
         start.elapsed(),
@@ -374,7 +409,11 @@ async fn the_concurrency_cap_is_never_exceeded() -> TestResult {
     bus.publish_event("s", &Pong { n: 1 }).await?;
     bus.drain().await;
     assert_eq!(peak.load(Ordering::SeqCst), 2);
-    assert_eq!(start.elapsed(), Duration::from_millis(300), "6 calls, 2 at a time");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(300),
+        "6 calls, 2 at a time"
+    );
     Ok(())
 }
 
@@ -401,10 +440,20 @@ async fn a_panicking_handler_is_dead_lettered_and_the_bus_keeps_running() -> Tes
     bus.publish_event("s", &Ping { n: 1 }).await?;
     bus.publish_event("s", &Ping { n: 2 }).await?;
     bus.drain().await;
-    assert_eq!(calls.load(Ordering::SeqCst), 4 + 1, "4 attempts on e1, then e2");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4 + 1,
+        "4 attempts on e1, then e2"
+    );
     let letters = bus.dead_letters();
     assert_eq!(letters.len(), 1);
-    assert_eq!(letters[0].error, HandlerPanicked { message: "boom on 1".into() }.to_string());
+    assert_eq!(
+        letters[0].error,
+        HandlerPanicked {
+            message: "boom on 1".into()
+        }
+        .to_string()
+    );
     assert_eq!(letters[0].envelope.decode::<Ping>()?, Ping { n: 1 });
     Ok(())
 }
@@ -426,7 +475,11 @@ async fn a_slow_handler_times_out_per_attempt() -> TestResult {
     let letters = bus.dead_letters();
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].attempts, 2);
-    assert!(letters[0].error.contains("timed out after 1s"), "{}", letters[0].error);
+    assert!(
+        letters[0].error.contains("timed out after 1s"),
+        "{}",
+        letters[0].error
+    );
     Ok(())
 }
 
@@ -452,7 +505,11 @@ async fn without_continue_on_error_later_handlers_are_skipped_and_dead_lettered(
     let letters = bus.dead_letters();
     let summary: Vec<(&str, u32)> = letters.iter().map(|l| (&*l.handler, l.attempts)).collect();
     assert_eq!(summary, [("first", 1), ("second", 0)]);
-    assert!(letters[1].error.contains("`first` failed before it"), "{}", letters[1].error);
+    assert!(
+        letters[1].error.contains("`first` failed before it"),
+        "{}",
+        letters[1].error
+    );
     Ok(())
 }
 
@@ -470,12 +527,17 @@ async fn hooks_see_published_handled_and_failed_events() -> TestResult {
     let (a, b, c) = (events.clone(), events.clone(), events.clone());
     bus.on_published(move |env| a.lock().push(format!("published {}", env.event_type)));
     bus.on_handled(move |r| {
-        b.lock()
-            .push(format!("handled {} by {} in {:?}", r.envelope.event_type, r.handler, r.elapsed));
+        b.lock().push(format!(
+            "handled {} by {} in {:?}",
+            r.envelope.event_type, r.handler, r.elapsed
+        ));
     });
     bus.on_failed(move |r| {
         let error = r.error.map(ToString::to_string).unwrap_or_default();
-        c.lock().push(format!("failed {} after {}: {error}", r.handler, r.attempts));
+        c.lock().push(format!(
+            "failed {} after {}: {error}",
+            r.handler, r.attempts
+        ));
     });
     bus.publish_event("s", &Ping { n: 1 }).await?;
     bus.drain().await;
@@ -535,11 +597,18 @@ async fn after_shutdown_no_bus_task_is_alive_and_publish_fails() -> TestResult {
     }
     assert_eq!(bus.live_tasks(), 2, "one per event type");
     bus.shutdown(Duration::from_secs(5)).await?;
-    assert_eq!(calls.load(Ordering::SeqCst), 100, "accepted events were handled first");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        100,
+        "accepted events were handled first"
+    );
     assert_eq!(bus.live_tasks(), 0);
     assert!(bus.is_shut_down());
     let late = bus.publish_event("s", &Ping { n: 0 }).await;
-    assert!(matches!(late, Err(lexigram::Error::Publish { .. })), "{late:?}");
+    assert!(
+        matches!(late, Err(lexigram::Error::Publish { .. })),
+        "{late:?}"
+    );
     assert_eq!(bus.live_tasks(), 0, "a late publish starts nothing");
     Ok(())
 }
@@ -577,7 +646,11 @@ async fn shutdown_with_a_hung_handler_stops_everything_at_the_deadline() -> Test
     };
     assert_eq!(abandoned, 2);
     assert_eq!(bus.live_tasks(), 0);
-    assert_eq!(dropped.load(Ordering::SeqCst), 1, "the hung handler was dropped");
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the hung handler was dropped"
+    );
     bus.drain().await; // returns at once after shutdown
     Ok(())
 }
@@ -614,7 +687,14 @@ async fn a_command_sent_from_an_event_handler_is_caused_by_the_event() -> TestRe
     bus.subscribe(Forwarder { commands });
     let cause = MessageMetadata::new().with_user_id("ada");
     let new = lexigram::message::NewEvent::from_event(&Ping { n: 1 }, cause.clone())?;
-    bus.publish(EventEnvelope::new(new, "s".into(), 1, 1, chrono::Utc::now())).await?;
+    bus.publish(EventEnvelope::new(
+        new,
+        "s".into(),
+        1,
+        1,
+        chrono::Utc::now(),
+    ))
+    .await?;
     bus.drain().await;
     let seen = seen.lock();
     assert_eq!(seen.len(), 1);

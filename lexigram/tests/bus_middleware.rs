@@ -108,12 +108,14 @@ async fn middleware_runs_as_an_onion_first_added_outermost() -> TestResult {
 async fn a_middleware_can_short_circuit_without_calling_the_handler() -> TestResult {
     let trace = Trace::default();
     let bus = doubling_bus(&trace)?;
-    bus.add_middleware(middleware::from_fn(|request: Request, next: Next| async move {
-        match request.message::<Double>() {
-            Some(Double(0)) => Ok(Response::new(u64::MAX)),
-            _ => next.run(request).await,
-        }
-    }));
+    bus.add_middleware(middleware::from_fn(
+        |request: Request, next: Next| async move {
+            match request.message::<Double>() {
+                Some(Double(0)) => Ok(Response::new(u64::MAX)),
+                _ => next.run(request).await,
+            }
+        },
+    ));
     assert_eq!(bus.dispatch(Double(0)).await?, u64::MAX);
     assert!(trace.lock().is_empty(), "handler not called");
     assert_eq!(bus.dispatch(Double(1)).await?, 2);
@@ -125,16 +127,18 @@ async fn a_middleware_can_short_circuit_without_calling_the_handler() -> TestRes
 async fn a_middleware_can_change_the_message_and_wrap_the_result() -> TestResult {
     let trace = Trace::default();
     let bus = doubling_bus(&trace)?;
-    bus.add_middleware(middleware::from_fn(|mut request: Request, next: Next| async move {
-        if let Some(cmd) = request.message_mut::<Double>() {
-            cmd.0 += 1;
-        }
-        let mut response = next.run(request).await?;
-        if let Some(out) = response.downcast_mut::<u64>() {
-            *out += 1000;
-        }
-        Ok(response)
-    }));
+    bus.add_middleware(middleware::from_fn(
+        |mut request: Request, next: Next| async move {
+            if let Some(cmd) = request.message_mut::<Double>() {
+                cmd.0 += 1;
+            }
+            let mut response = next.run(request).await?;
+            if let Some(out) = response.downcast_mut::<u64>() {
+                *out += 1000;
+            }
+            Ok(response)
+        },
+    ));
     assert_eq!(bus.dispatch(Double(1)).await?, 1004);
     Ok(())
 }
@@ -197,7 +201,11 @@ async fn timeout_cancels_a_slow_handler_at_the_limit() -> TestResult {
     assert_eq!(after, Duration::from_secs(1));
     assert!(operation.contains("Slow"), "{operation}");
     tokio::time::sleep(Duration::from_secs(20)).await;
-    assert_eq!(finished.load(Ordering::SeqCst), 0, "the handler was cancelled");
+    assert_eq!(
+        finished.load(Ordering::SeqCst),
+        0,
+        "the handler was cancelled"
+    );
     Ok(())
 }
 
@@ -212,20 +220,17 @@ async fn retry_waits_with_exponential_backoff_and_succeeds() -> TestResult {
             log.push(Instant::now());
             log.len()
         };
-        async move {
-            if n < 3 {
-                Err(Transient)
-            } else {
-                Ok(c.0 * 2)
-            }
-        }
+        async move { if n < 3 { Err(Transient) } else { Ok(c.0 * 2) } }
     })?;
     bus.cloneable::<Double>();
     bus.add_middleware(RetryMiddleware::new(3, Duration::from_millis(100)));
     assert_eq!(bus.dispatch(Double(21)).await?, 42);
     let calls = calls.lock();
     let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
-    assert_eq!(gaps, [Duration::from_millis(100), Duration::from_millis(200)]);
+    assert_eq!(
+        gaps,
+        [Duration::from_millis(100), Duration::from_millis(200)]
+    );
     Ok(())
 }
 
@@ -242,7 +247,10 @@ async fn retry_gives_up_after_max_retries_with_the_last_error() -> TestResult {
     bus.add_middleware(RetryMiddleware::new(2, Duration::from_millis(50)).multiplier(3.0));
     let start = Instant::now();
     let result = bus.dispatch(Double(1)).await;
-    assert!(matches!(result, Err(Error::CommandExecution { .. })), "{result:?}");
+    assert!(
+        matches!(result, Err(Error::CommandExecution { .. })),
+        "{result:?}"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     assert_eq!(start.elapsed(), Duration::from_millis(50 + 150));
     Ok(())
@@ -302,8 +310,8 @@ async fn validation_rejects_invalid_messages_before_the_handler() -> TestResult 
 }
 
 #[tokio::test]
-async fn correlation_middleware_takes_the_id_from_outside_for_new_conversations_only()
--> TestResult {
+async fn correlation_middleware_takes_the_id_from_outside_for_new_conversations_only() -> TestResult
+{
     let bus = QueryBus::new();
     bus.register_fn(|_: WhoAmI, ctx: QueryContext| async move {
         Ok::<_, Transient>(ctx.metadata().clone())
@@ -322,8 +330,8 @@ async fn correlation_middleware_takes_the_id_from_outside_for_new_conversations_
 }
 
 #[tokio::test]
-async fn the_same_middleware_serves_the_query_bus_and_tracing_passes_results_through()
--> TestResult {
+async fn the_same_middleware_serves_the_query_bus_and_tracing_passes_results_through() -> TestResult
+{
     let bus = QueryBus::new();
     bus.register_fn(|_: WhoAmI, ctx: QueryContext| async move {
         Ok::<_, Transient>(ctx.metadata().clone())

@@ -78,8 +78,12 @@ async fn execute_returns_the_output_and_unknown_queries_are_not_found() -> TestR
     };
     assert_eq!(kind, "query");
 
-    let duplicate = bus.register_fn(|_: Balance, _: QueryContext| async { Ok::<_, Unavailable>(0) });
-    assert!(matches!(duplicate, Err(Error::DuplicateHandler { kind: "query", .. })));
+    let duplicate =
+        bus.register_fn(|_: Balance, _: QueryContext| async { Ok::<_, Unavailable>(0) });
+    assert!(matches!(
+        duplicate,
+        Err(Error::DuplicateHandler { kind: "query", .. })
+    ));
     Ok(())
 }
 
@@ -104,16 +108,28 @@ async fn equal_queries_hit_the_cache_until_the_ttl_passes() -> TestResult {
     let (bus, calls) = cached_bus(Duration::from_secs(30), 100)?;
     assert_eq!(bus.execute(q("abc")).await?, 3);
     assert_eq!(bus.execute(q("abc")).await?, 3);
-    assert_eq!(bus.execute(q("abcd")).await?, 4, "another value is another key");
+    assert_eq!(
+        bus.execute(q("abcd")).await?,
+        4,
+        "another value is another key"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 
     tokio::time::advance(Duration::from_millis(29_999)).await;
     bus.execute(q("abc")).await?;
-    assert_eq!(calls.load(Ordering::SeqCst), 2, "still fresh just before the TTL");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "still fresh just before the TTL"
+    );
 
     tokio::time::advance(Duration::from_millis(1)).await;
     bus.execute(q("abc")).await?;
-    assert_eq!(calls.load(Ordering::SeqCst), 3, "expired exactly at the TTL");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        3,
+        "expired exactly at the TTL"
+    );
 
     let stats = bus.cache_stats::<Balance>().ok_or("no stats")?;
     assert_eq!((stats.hits, stats.misses, stats.entries), (2, 3, 2));
@@ -153,7 +169,11 @@ async fn invalidation_drops_one_value_one_type_or_everything() -> TestResult {
     bus.clear_caches();
     bus.execute(q("a")).await?;
     assert_eq!(calls.load(Ordering::SeqCst), 5);
-    assert_eq!(bus.invalidate_all::<Flaky>(), 0, "no handler, nothing to drop");
+    assert_eq!(
+        bus.invalidate_all::<Flaky>(),
+        0,
+        "no handler, nothing to drop"
+    );
     Ok(())
 }
 
@@ -165,13 +185,7 @@ async fn errors_are_never_cached() -> TestResult {
     bus.register_cached(
         move |f: Flaky, _: QueryContext| {
             let n = counter.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if n == 0 {
-                    Err(Unavailable)
-                } else {
-                    Ok(f.0)
-                }
-            }
+            async move { if n == 0 { Err(Unavailable) } else { Ok(f.0) } }
         },
         CachePolicy::default(),
     )?;
