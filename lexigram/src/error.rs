@@ -221,6 +221,90 @@ pub enum Error {
         /// One line per problem.
         problems: Vec<String>,
     },
+
+    /// A handler (or a whole dispatch) did not finish in time. It was cancelled.
+    #[error(
+        "{operation} timed out after {after:?} and was cancelled; make the handler faster, or raise the timeout"
+    )]
+    Timeout {
+        /// What timed out, e.g. "command `bank::Deposit` in handler `deposit`".
+        operation: String,
+        /// The time limit.
+        after: std::time::Duration,
+    },
+
+    /// A command or query failed validation (see `lexigram::middleware::Validate`). Its handler
+    /// was not called.
+    #[error("{kind} `{message_type}` is invalid: {}; fix the message before sending it", problems.join("; "))]
+    Validation {
+        /// `command` or `query`.
+        kind: &'static str,
+        /// The message's type name.
+        message_type: &'static str,
+        /// One entry per problem.
+        problems: Vec<String>,
+    },
+
+    /// A middleware replaced the message or the result with a value of another type.
+    #[error(
+        "a middleware replaced the {what} of {kind} `{message_type}` with a value of another type (expected `{expected}`); a middleware may change the value, not its type"
+    )]
+    MiddlewareType {
+        /// `command` or `query`.
+        kind: &'static str,
+        /// The message's type name.
+        message_type: &'static str,
+        /// `message` or `result`.
+        what: &'static str,
+        /// The type the bus expected.
+        expected: &'static str,
+    },
+
+    /// An event handler failed on its last attempt (returned by a dead-letter replay).
+    #[error(
+        "event handler `{handler}` failed on event `{event_type}` after {attempts} attempt(s): {source}"
+    )]
+    EventHandler {
+        /// The event type.
+        event_type: Arc<str>,
+        /// The handler's name.
+        handler: Arc<str>,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The handler's last error (downcast it).
+        #[source]
+        source: BoxError,
+    },
+
+    /// No dead letter has this id (it was replayed or deleted already).
+    #[error("no dead letter with id {id}; list the current ones with `EventBus::dead_letters`")]
+    DeadLetterNotFound {
+        /// The requested id.
+        id: u64,
+    },
+
+    /// A dead letter could not be replayed. It stays in the dead-letter queue.
+    #[error("cannot replay dead letter {id}: {reason}")]
+    DeadLetterReplay {
+        /// The dead letter's id.
+        id: u64,
+        /// Why, and what to do.
+        reason: String,
+    },
+
+    /// A component did not finish its work before the shutdown deadline. Its background tasks
+    /// were stopped anyway; the unfinished work was abandoned.
+    #[error(
+        "{component} did not drain within {deadline:?}: {abandoned} event(s) abandoned; give shutdown a longer deadline, or find the handler that hangs"
+    )]
+    ShutdownTimeout {
+        /// What was shutting down (`event bus`).
+        component: &'static str,
+        /// The deadline given.
+        deadline: std::time::Duration,
+        /// How many accepted events were not handled.
+        abandoned: u64,
+    },
 }
 
 /// An append found the stream at another version than expected. Nothing was written.

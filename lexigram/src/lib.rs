@@ -46,6 +46,7 @@
 //! - [`store`]: the [`EventStore`] contract and its backends.
 //! - [`schema`]: event type registry and upcasters.
 //! - [`aggregate`](mod@aggregate), [`repository`], [`snapshot`]: the write side.
+//! - [`command`], [`query`], [`event`], [`middleware`]: the buses.
 //! - [`error`]: every error, with what failed and how to fix it.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -56,10 +57,15 @@
 extern crate self as lexigram;
 
 pub mod aggregate;
+mod bus;
+pub mod command;
 pub mod config;
 pub mod error;
+pub mod event;
 pub mod message;
+pub mod middleware;
 pub mod module;
+pub mod query;
 pub mod registration;
 pub mod repository;
 pub mod schema;
@@ -72,11 +78,17 @@ pub mod testing;
 #[doc(inline)]
 pub use crate::aggregate::{Aggregate, AggregateRoot, Apply};
 #[doc(inline)]
+pub use crate::command::CommandBus;
+#[doc(inline)]
 pub use crate::error::{Error, Result};
+#[doc(inline)]
+pub use crate::event::EventBus;
 #[doc(inline)]
 pub use crate::message::{
     AggregateId, Command, Event, EventEnvelope, MessageMetadata, Query, StreamId,
 };
+#[doc(inline)]
+pub use crate::query::QueryBus;
 #[doc(inline)]
 pub use crate::repository::Repository;
 #[doc(inline)]
@@ -85,8 +97,12 @@ pub use crate::store::{EventStore, ExpectedVersion, InMemoryEventStore};
 /// The traits and types most programs need: `use lexigram::prelude::*;`.
 pub mod prelude {
     pub use crate::aggregate::{Aggregate, AggregateRoot, Apply, Route};
+    pub use crate::command::{CommandBus, CommandContext, CommandHandler};
     pub use crate::error::{Error, EventLoadError};
+    pub use crate::event::{EnvelopeHandler, EventBus, EventContext, EventHandler};
     pub use crate::message::{AggregateId, Command, Event, EventEnvelope, MessageMetadata, Query};
+    pub use crate::middleware::{Middleware, Validate};
+    pub use crate::query::{QueryBus, QueryContext, QueryHandler};
     pub use crate::repository::Repository;
     pub use crate::snapshot::{InMemorySnapshotStore, SnapshotPolicy};
     pub use crate::store::{EventStore, ExpectedVersion, InMemoryEventStore};
