@@ -1,15 +1,16 @@
-//! A small bank on lexigram's write side: accounts are aggregates, every change is an event,
-//! and two tellers racing on one account meet optimistic concurrency.
+//! A small bank on lexigram: commands open and credit accounts, an event handler keeps a
+//! balance view, a query reads it, and two tellers racing on one account meet optimistic
+//! concurrency.
 //!
 //! Run: `cargo run --example bank`
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use lexigram::prelude::*;
-use lexigram::repository::EventPublisher;
-use lexigram::snapshot::{InMemorySnapshotStore, SnapshotStore};
-use lexigram::store::VersionRange;
 use serde::{Deserialize, Serialize};
+
+// ---- events ----
 
 #[derive(Debug, Clone, Serialize, Deserialize, Event)]
 #[event(name = "bank.AccountOpened", version = 1)]
@@ -28,6 +29,8 @@ struct MoneyDeposited {
 struct MoneyWithdrawn {
     amount: u64,
 }
+
+// ---- the aggregate ----
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct Account {
@@ -63,99 +66,246 @@ impl Account {
     }
 }
 
-/// Prints every event the repository stores, as an event bus subscriber would see it.
-#[derive(Debug)]
-struct Ledger;
+// ---- commands and queries ----
 
-#[async_trait::async_trait]
-impl EventPublisher for Ledger {
-    async fn publish(&self, envelopes: &[EventEnvelope]) -> lexigram::Result<()> {
-        for e in envelopes {
-            println!(
-                "  ledger: #{:<3} {:<20} v{} of {:<8} {}",
-                e.global_position,
-                e.event_type,
-                e.stream_version,
-                e.stream_id,
-                e.payload.as_str()
-            );
-        }
-        Ok(())
+#[derive(Debug, Command)]
+#[command(output = AggregateId)]
+struct OpenAccount {
+    owner: String,
+}
+
+#[derive(Debug, Command)]
+struct Deposit {
+    account: AggregateId,
+    amount: u64,
+}
+
+#[derive(Debug, Command)]
+struct Withdraw {
+    account: AggregateId,
+    amount: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Query)]
+#[query(output = Option<u64>)]
+struct GetBalance {
+    account: AggregateId,
+}
+
+// ---- handlers ----
+
+#[command_handler]
+async fn open_account(
+    cmd: OpenAccount,
+    accounts: Repository<Account>,
+    ctx: CommandContext,
+) -> lexigram::Result<AggregateId> {
+    let mut account = accounts.load(AggregateId::new()).await?;
+    account.set_metadata(ctx.metadata().clone());
+    account.record(AccountOpened { owner: cmd.owner })?;
+    accounts.save(&mut account).await?;
+    Ok(account.id().clone())
+}
+
+#[command_handler]
+async fn deposit(cmd: Deposit, accounts: Repository<Account>) -> lexigram::Result<()> {
+    let mut account = accounts.load_or_error(&cmd.account).await?;
+    account.record(MoneyDeposited { amount: cmd.amount })?;
+    accounts.save(&mut account).await?;
+    Ok(())
+}
+
+#[command_handler]
+async fn withdraw(cmd: Withdraw, accounts: Repository<Account>) -> lexigram::Result<()> {
+    let mut account = accounts.load_or_error(&cmd.account).await?;
+    account.record(MoneyWithdrawn { amount: cmd.amount })?;
+    accounts.save(&mut account).await?;
+    Ok(())
+}
+
+/// The read model: balances by account, kept up to date by event handlers.
+#[derive(Debug, Default)]
+struct Balances(Mutex<HashMap<String, i64>>);
+
+impl Balances {
+    fn add(&self, account: &str, delta: i64) {
+        let mut map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *map.entry(account.to_owned()).or_default() += delta;
     }
+
+    fn get(&self, account: &str) -> Option<u64> {
+        let map = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(account).and_then(|b| u64::try_from(*b).ok())
+    }
+}
+
+#[event_handler(priority = 10)]
+async fn on_opened(
+    _event: &AccountOpened,
+    ctx: EventContext,
+    view: Dep<Balances>,
+) -> lexigram::Result<()> {
+    view.add(ctx.stream_id().as_str(), 0);
+    Ok(())
+}
+
+#[event_handler]
+async fn on_deposited(
+    event: &MoneyDeposited,
+    ctx: EventContext,
+    view: Dep<Balances>,
+) -> lexigram::Result<()> {
+    view.add(
+        ctx.stream_id().as_str(),
+        i64::try_from(event.amount).unwrap_or(i64::MAX),
+    );
+    println!(
+        "  event: +{:<4} on {} (v{}, #{})",
+        event.amount,
+        ctx.stream_id(),
+        ctx.stream_version(),
+        ctx.global_position()
+    );
+    Ok(())
+}
+
+#[event_handler]
+async fn on_withdrawn(
+    event: &MoneyWithdrawn,
+    ctx: EventContext,
+    view: Dep<Balances>,
+) -> lexigram::Result<()> {
+    view.add(
+        ctx.stream_id().as_str(),
+        -i64::try_from(event.amount).unwrap_or(i64::MAX),
+    );
+    println!(
+        "  event: -{:<4} on {} (v{}, #{})",
+        event.amount,
+        ctx.stream_id(),
+        ctx.stream_version(),
+        ctx.global_position()
+    );
+    Ok(())
+}
+
+#[query_handler(cache_ttl = "1s")]
+async fn balance(query: GetBalance, view: Dep<Balances>) -> lexigram::Result<Option<u64>> {
+    Ok(view.get(query.account.as_str()))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), lexigram::Error> {
-    let store = InMemoryEventStore::new();
-    let snapshots = InMemorySnapshotStore::new();
-    let accounts = Repository::<Account>::new(store.clone())
-        .with_snapshots(snapshots.clone(), SnapshotPolicy::EveryEvents(5))
-        .with_publisher(Arc::new(Ledger));
+    let config = EventsConfig::memory();
+    let app = App::builder()
+        .module(EventsModule::configure(config))
+        .provide(Balances::default())
+        .build()
+        .await?;
 
-    println!("Opening two accounts");
-    for (id, owner, deposit) in [("acc-ada", "Ada", 100), ("acc-bob", "Bob", 20)] {
-        let mut account = accounts.load(id).await?;
-        account.record(AccountOpened {
-            owner: owner.into(),
-        })?;
-        account.record(MoneyDeposited { amount: deposit })?;
-        accounts.save(&mut account).await?;
-    }
+    println!("Opening accounts for Ada and Bob");
+    let ada = app
+        .commands()
+        .dispatch(OpenAccount {
+            owner: "Ada".into(),
+        })
+        .await?;
+    let bob = app
+        .commands()
+        .dispatch(OpenAccount {
+            owner: "Bob".into(),
+        })
+        .await?;
+
+    println!("Crediting them");
+    app.commands()
+        .dispatch(Deposit {
+            account: ada.clone(),
+            amount: 100,
+        })
+        .await?;
+    app.commands()
+        .dispatch(Deposit {
+            account: bob.clone(),
+            amount: 20,
+        })
+        .await?;
+    app.commands()
+        .dispatch(Withdraw {
+            account: ada.clone(),
+            amount: 30,
+        })
+        .await?;
+    app.events().drain().await;
 
     println!("Bob tries to withdraw 50");
-    let mut bob = accounts.load_or_error("acc-bob").await?;
-    match bob.record(MoneyWithdrawn { amount: 50 }) {
-        Err(err) => println!("  refused: {err}"),
-        Ok(()) => println!("  accepted (unexpected)"),
+    if let Err(err) = app
+        .commands()
+        .dispatch(Withdraw {
+            account: bob.clone(),
+            amount: 50,
+        })
+        .await
+    {
+        println!("  refused: {err}");
     }
 
     println!("Two tellers credit Ada at the same time");
-    let mut teller_1 = accounts.load("acc-ada").await?;
-    let mut teller_2 = accounts.load("acc-ada").await?;
-    teller_1.record(MoneyDeposited { amount: 10 })?;
-    teller_2.record(MoneyDeposited { amount: 25 })?;
-    accounts.save(&mut teller_1).await?;
-    match accounts.save(&mut teller_2).await {
-        Err(Error::Concurrency(conflict)) => {
+    let accounts = app
+        .get::<lexigram::module::Stores>()
+        .map(|s| s.repository::<Account>());
+    if let Some(accounts) = accounts {
+        let mut teller_1 = accounts.load(&ada).await?;
+        let mut teller_2 = accounts.load(&ada).await?;
+        teller_1.record(MoneyDeposited { amount: 10 })?;
+        teller_2.record(MoneyDeposited { amount: 25 })?;
+        accounts.save(&mut teller_1).await?;
+        if let Err(Error::Concurrency(conflict)) = accounts.save(&mut teller_2).await {
             println!("  teller 2 lost the race: {conflict}");
-            let mut retry = accounts.load("acc-ada").await?;
-            retry.record(MoneyDeposited { amount: 25 })?;
-            accounts.save(&mut retry).await?;
-            println!("  teller 2 reloaded and retried");
+            app.commands()
+                .dispatch(Deposit {
+                    account: ada.clone(),
+                    amount: 25,
+                })
+                .await?;
+            println!("  teller 2 sent the deposit again as a command");
         }
-        other => println!("  teller 2: {other:?}"),
     }
+    app.events().drain().await;
 
-    println!("Ada withdraws 30 twice");
-    for _ in 0..2 {
-        let mut ada = accounts.load("acc-ada").await?;
-        ada.record(MoneyWithdrawn { amount: 30 })?;
-        accounts.save(&mut ada).await?;
+    let ada_balance = app
+        .queries()
+        .execute(GetBalance {
+            account: ada.clone(),
+        })
+        .await?;
+    let bob_balance = app
+        .queries()
+        .execute(GetBalance {
+            account: bob.clone(),
+        })
+        .await?;
+    println!("Balances (from the read model, through the query bus)");
+    println!("  Ada: {}", ada_balance.unwrap_or_default());
+    println!("  Bob: {}", bob_balance.unwrap_or_default());
+
+    let health = app.health().await;
+    println!(
+        "Health: {:?} ({} components)",
+        health.status,
+        health.components.len()
+    );
+    app.shutdown().await?;
+    if ada_balance != Some(105) || bob_balance != Some(20) {
+        return Err(Error::Config {
+            problems: vec!["the bank's books do not balance".into()],
+        });
     }
-
-    let ada = accounts.load_or_error("acc-ada").await?;
-    let bob = accounts.load_or_error("acc-bob").await?;
-    let snapshot = snapshots.latest("acc-ada").await?.map(|s| s.version);
-    println!("Balances");
-    println!(
-        "  {}: {} (version {}, snapshot at {:?})",
-        ada.state().owner,
-        ada.state().balance,
-        ada.version(),
-        snapshot
-    );
-    println!(
-        "  {}: {} (version {})",
-        bob.state().owner,
-        bob.state().balance,
-        bob.version()
-    );
-    let history = store.read("acc-ada", VersionRange::all()).await?;
-    println!(
-        "Ada's stream holds {} events; the store holds {}",
-        history.len(),
-        store.count(None).await?
-    );
-    assert_eq!(ada.state().balance, 100 + 10 + 25 - 60);
     Ok(())
 }

@@ -10,6 +10,7 @@
 mod aggregate;
 mod attr;
 mod event;
+mod handler;
 mod message;
 #[cfg(test)]
 mod snapshots;
@@ -53,6 +54,51 @@ pub fn derive_query(input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
     expand("aggregate", aggregate::expand(args.into(), item.into()))
+}
+
+/// Registers an `async fn` as the handler of the command type of its first parameter.
+///
+/// Parameters after the command are supplied by the app: `Dep<T>`, `Repository<A>`, the
+/// buses, `MessageMetadata`, `CommandContext`. The function stays as written.
+/// `#[command_handler(name = "...")]` overrides the handler's name (its path by default).
+#[proc_macro_attribute]
+pub fn command_handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(
+        "command_handler",
+        handler::expand(handler::Kind::Command, args.into(), item.into()),
+    )
+}
+
+/// Registers an `async fn` as the handler of the query type of its first parameter.
+///
+/// `#[query_handler(cache_ttl = "30s", cache_size = 1000)]` caches results per query value
+/// (the query must be `Hash + Eq + Clone`, its output `Clone`); `cache = true` caches with
+/// the defaults (5 minutes, 1000 entries).
+#[proc_macro_attribute]
+pub fn query_handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(
+        "query_handler",
+        handler::expand(handler::Kind::Query, args.into(), item.into()),
+    )
+}
+
+/// Subscribes an `async fn` to the event type of its first parameter (`E` or `&E`).
+///
+/// `#[event_handler(priority = 10, name = "audit")]`: higher priorities run first.
+#[proc_macro_attribute]
+pub fn event_handler(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(
+        "event_handler",
+        handler::expand(handler::Kind::Event, args.into(), item.into()),
+    )
+}
+
+/// On an `impl` block: its methods marked `#[command_handler]`, `#[query_handler]` or
+/// `#[event_handler]` become handlers called on the instance the app provides (`Dep<Self>`:
+/// register it with `.provide(..)`).
+#[proc_macro_attribute]
+pub fn handlers(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand("handlers", handler::expand_impl(args.into(), item.into()))
 }
 
 /// Marks an apply method inside an `#[aggregate]` impl block. Alone, it is an error.

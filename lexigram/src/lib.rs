@@ -98,23 +98,33 @@ pub use crate::store::{EventStore, ExpectedVersion, InMemoryEventStore};
 pub mod prelude {
     pub use crate::aggregate::{Aggregate, AggregateRoot, Apply, Route};
     pub use crate::command::{CommandBus, CommandContext, CommandHandler};
+    pub use crate::config::EventsConfig;
     pub use crate::error::{Error, EventLoadError};
     pub use crate::event::{EnvelopeHandler, EventBus, EventContext, EventHandler};
     pub use crate::message::{AggregateId, Command, Event, EventEnvelope, MessageMetadata, Query};
     pub use crate::middleware::{Middleware, Validate};
+    pub use crate::module::{App, Dep, EventsModule};
     pub use crate::query::{QueryBus, QueryContext, QueryHandler};
+    pub use crate::repository::EventPublisher;
     pub use crate::repository::Repository;
     pub use crate::snapshot::{InMemorySnapshotStore, SnapshotPolicy};
     pub use crate::store::{EventStore, ExpectedVersion, InMemoryEventStore};
-    pub use lexigram_macros::{Command, Event, Query, aggregate, apply};
+    pub use lexigram_macros::{
+        Command, Event, Query, aggregate, apply, command_handler, event_handler, handlers,
+        query_handler,
+    };
 }
 
 #[doc(inline)]
-pub use lexigram_macros::{Command, Event, Query, aggregate, apply};
+pub use lexigram_macros::{
+    Command, Event, Query, aggregate, apply, command_handler, event_handler, handlers,
+    query_handler,
+};
 
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::module::{HandlerParam, HandlerRegistration, Wiring};
     pub use crate::registration::{AggregateRegistration, EventRegistration, MessageRegistration};
     pub use inventory;
 }

@@ -335,7 +335,12 @@ impl Registry {
 
     /// Whether `I` has a handler.
     pub(crate) fn contains<I: 'static>(&self) -> bool {
-        self.table.read().slots.contains_key(&TypeId::of::<I>())
+        self.contains_id(TypeId::of::<I>())
+    }
+
+    /// Whether the message type with this id has a handler.
+    pub(crate) fn contains_id(&self, id: TypeId) -> bool {
+        self.table.read().slots.contains_key(&id)
     }
 
     /// The name of the handler of `I`.

@@ -224,6 +224,11 @@ impl CommandBus {
         self.registry.contains::<C>()
     }
 
+    /// Whether the message type with this `TypeId` has a handler (for bootstrap checks).
+    pub(crate) fn has_handler_id(&self, id: std::any::TypeId) -> bool {
+        self.registry.contains_id(id)
+    }
+
     /// The name of the handler of `C`, if any.
     pub fn handler_name<C: Command>(&self) -> Option<Arc<str>> {
         self.registry.handler_name::<C>()

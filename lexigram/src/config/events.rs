@@ -96,6 +96,10 @@ pub struct EventsConfig {
     pub store: StoreConfig,
     /// Snapshot policy for repositories.
     pub snapshots: SnapshotConfig,
+    /// The in-process event bus.
+    pub event_bus: crate::event::EventBusConfig,
+    /// How long shutdown waits for the event bus to drain, in milliseconds.
+    pub shutdown_timeout_ms: u64,
     /// Module path prefixes handlers must live under to be wired (`["bank::handlers"]`);
     /// empty means every discovered handler.
     pub handler_modules: Vec<String>,
@@ -111,6 +115,8 @@ impl Default for EventsConfig {
                 interval_ms: None,
                 keep: 3,
             },
+            event_bus: crate::event::EventBusConfig::default(),
+            shutdown_timeout_ms: 30_000,
             handler_modules: Vec::new(),
         }
     }
@@ -205,6 +211,9 @@ impl EventsConfig {
         }
         if self.snapshots.keep == 0 {
             problems.push("`snapshots.keep` is 0; keep at least 1 snapshot per aggregate".into());
+        }
+        if let Err(Error::Config { problems: bus }) = self.event_bus.validate() {
+            problems.extend(bus);
         }
         for (i, prefix) in self.handler_modules.iter().enumerate() {
             let valid = !prefix.is_empty()

@@ -167,6 +167,13 @@ impl Container {
         self
     }
 
+    /// Moves every provider of `other` into this container, replacing providers of the same
+    /// types (what the app builder provides overrides what modules provide).
+    pub(crate) fn absorb(&mut self, other: Container) {
+        self.entries.extend(other.entries);
+        self.duplicates.extend(other.duplicates);
+    }
+
     /// The `T` provided, if any.
     pub fn get<T: ?Sized + Send + Sync + 'static>(&self) -> Option<Dep<T>> {
         let entry = self.entries.get(&TypeId::of::<T>())?;

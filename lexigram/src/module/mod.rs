@@ -4,8 +4,17 @@
 //! the [`Container`] holds what modules and the app builder provide. Building the app checks
 //! the whole wiring at once and reports every problem together ([`BootstrapReport`]).
 
+mod app;
 mod container;
+mod events;
 mod problems;
+mod wiring;
 
+pub use app::{App, AppBuilder, ComponentHealth, HealthReport, HealthStatus, Module};
 pub use container::{Container, Dep};
+pub use events::{EventsModule, HandlerScope};
 pub use problems::{BootstrapReport, Problem};
+pub use wiring::{
+    HandlerContext, HandlerKind, HandlerParam, HandlerRegistration, Missing, Stores, Wiring,
+    handlers,
+};

@@ -306,6 +306,11 @@ impl QueryBus {
         self.registry.contains::<Q>()
     }
 
+    /// Whether the message type with this `TypeId` has a handler (for bootstrap checks).
+    pub(crate) fn has_handler_id(&self, id: std::any::TypeId) -> bool {
+        self.registry.contains_id(id)
+    }
+
     /// The name of the handler of `Q`, if any.
     pub fn handler_name<Q: Query>(&self) -> Option<Arc<str>> {
         self.registry.handler_name::<Q>()

@@ -1,0 +1,511 @@
+//! `#[command_handler]`, `#[query_handler]`, `#[event_handler]`, and `#[handlers]` for methods.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use crate::attr::{Errors, Options};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Command,
+    Query,
+    Event,
+}
+
+impl Kind {
+    fn attr(self) -> &'static str {
+        match self {
+            Self::Command => "command_handler",
+            Self::Query => "query_handler",
+            Self::Event => "event_handler",
+        }
+    }
+
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            Self::Command => &["name"],
+            Self::Query => &["name", "cache", "cache_ttl", "cache_size"],
+            Self::Event => &["name", "priority"],
+        }
+    }
+
+    fn from_attr(attr: &syn::Attribute) -> Option<Self> {
+        let ident = &attr.path().segments.last()?.ident;
+        [Self::Command, Self::Query, Self::Event]
+            .into_iter()
+            .find(|k| ident == k.attr())
+    }
+}
+
+/// Options of one handler attribute.
+struct HandlerOptions {
+    name: Option<String>,
+    priority: i32,
+    cache: Option<(u64, usize)>,
+}
+
+fn parse_options(kind: Kind, options: &Options, errors: &mut Errors) -> HandlerOptions {
+    let name = options.string("name", errors).map(|s| s.value());
+    let priority = options.get("priority").map_or(0, |opt| {
+        let value = match &opt.value {
+            Some(syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Int(i),
+                ..
+            })) => i.base10_parse::<i32>().ok(),
+            Some(syn::Expr::Unary(syn::ExprUnary {
+                op: syn::UnOp::Neg(_),
+                expr,
+                ..
+            })) => match &**expr {
+                syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Int(i),
+                    ..
+                }) => i.base10_parse::<i32>().ok().map(|v| -v),
+                _ => None,
+            },
+            _ => None,
+        };
+        value.unwrap_or_else(|| {
+            errors.push_at(
+                opt.value.as_ref().map_or(opt.key_span, Spanned::span),
+                "`priority` must be an integer, like `priority = 10` (higher runs first)",
+            );
+            0
+        })
+    });
+    let mut cache = None;
+    if kind == Kind::Query {
+        let ttl = options.string("cache_ttl", errors).and_then(|lit| {
+            match parse_duration_ms(&lit.value()) {
+                Some(ms) => Some(ms),
+                None => {
+                    errors.push_at(
+                        lit.span(),
+                        "`cache_ttl` must be a duration like \"500ms\", \"30s\", \"5m\" or \"1h\"",
+                    );
+                    None
+                }
+            }
+        });
+        let size = options
+            .get("cache_size")
+            .map(|_| options.positive_u32("cache_size", errors).unwrap_or(1) as usize);
+        let enabled = match options.get("cache") {
+            None => None,
+            Some(opt) => match &opt.value {
+                None
+                | Some(syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Bool(syn::LitBool { value: true, .. }),
+                    ..
+                })) => Some(true),
+                Some(syn::Expr::Lit(syn::ExprLit {
+                    lit: syn::Lit::Bool(syn::LitBool { value: false, .. }),
+                    ..
+                })) => Some(false),
+                Some(other) => {
+                    errors.push_at(other.span(), "`cache` must be `true` or `false`");
+                    None
+                }
+            },
+        };
+        if enabled != Some(false) && (enabled == Some(true) || ttl.is_some() || size.is_some()) {
+            cache = Some((ttl.unwrap_or(300_000), size.unwrap_or(1_000)));
+        }
+    }
+    HandlerOptions {
+        name,
+        priority,
+        cache,
+    }
+}
+
+/// `"500ms"`, `"30s"`, `"5m"`, `"1h"` in milliseconds.
+fn parse_duration_ms(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let factor = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    n.checked_mul(factor).filter(|ms| *ms > 0)
+}
+
+/// A parameter after the message: its type without `&`, and whether it is passed by reference.
+struct Param {
+    ty: syn::Type,
+    by_ref: bool,
+}
+
+/// What the expansion needs from the handler's signature.
+struct Signature {
+    ident: syn::Ident,
+    message: syn::Type,
+    message_by_ref: bool,
+    params: Vec<Param>,
+}
+
+fn check_signature(
+    kind: Kind,
+    sig: &syn::Signature,
+    method: bool,
+    errors: &mut Errors,
+) -> Option<Signature> {
+    let what = kind.attr().replace('_', " ");
+    let mut ok = true;
+    if sig.asyncness.is_none() {
+        errors.push_at(
+            sig.fn_token.span(),
+            format!("a {what} must be an `async fn`"),
+        );
+        ok = false;
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        errors.push_at(sig.generics.span(), format!("a {what} cannot be generic: lexigram registers one concrete handler per message type"));
+        ok = false;
+    }
+    match &sig.output {
+        syn::ReturnType::Default => {
+            errors.push_at(sig.ident.span(), format!("a {what} returns a `Result` (`Result<Output, E>` with `E` convertible into a boxed error); add a return type"));
+            ok = false;
+        }
+        syn::ReturnType::Type(_, ty) => {
+            let is_result = matches!(&**ty, syn::Type::Path(p) if p.path.segments.last().is_some_and(|s| s.ident == "Result"));
+            if !is_result {
+                errors.push_at(
+                    ty.span(),
+                    format!(
+                        "a {what} returns a `Result`, like `Result<(), MyError>`; found `{}`",
+                        quote!(#ty)
+                    ),
+                );
+                ok = false;
+            }
+        }
+    }
+    let mut inputs = sig.inputs.iter().peekable();
+    match inputs.peek() {
+        Some(syn::FnArg::Receiver(receiver)) => {
+            if !method {
+                errors.push_at(receiver.span(), format!("a {what} method needs `#[handlers]` on the enclosing `impl` block, which provides `self` from the container"));
+                return None;
+            }
+            if receiver.reference.is_none() || receiver.mutability.is_some() {
+                errors.push_at(receiver.span(), format!("a {what} method takes `&self`"));
+                ok = false;
+            }
+            inputs.next();
+        }
+        _ if method => {
+            errors.push_at(
+                sig.ident.span(),
+                format!("a {what} method inside `#[handlers]` takes `&self` first"),
+            );
+            ok = false;
+        }
+        _ => {}
+    }
+    let Some(first) = inputs.next() else {
+        errors.push_at(
+            sig.ident.span(),
+            format!("a {what} takes the message as its first parameter, like `cmd: MyCommand`"),
+        );
+        return None;
+    };
+    let syn::FnArg::Typed(first) = first else {
+        return None;
+    };
+    let (message, message_by_ref) = match &*first.ty {
+        syn::Type::Reference(r) if kind == Kind::Event && r.mutability.is_none() => {
+            ((*r.elem).clone(), true)
+        }
+        syn::Type::Reference(r) => {
+            errors.push_at(
+                r.span(),
+                format!("a {what} takes its message by value; remove the `&`"),
+            );
+            ok = false;
+            ((*r.elem).clone(), false)
+        }
+        other => (other.clone(), false),
+    };
+    let mut params = Vec::new();
+    for input in inputs {
+        let syn::FnArg::Typed(arg) = input else {
+            continue;
+        };
+        match &*arg.ty {
+            syn::Type::Reference(r) if r.mutability.is_none() => params.push(Param {
+                ty: (*r.elem).clone(),
+                by_ref: true,
+            }),
+            syn::Type::Reference(r) => {
+                errors.push_at(
+                    r.span(),
+                    "a handler parameter cannot be `&mut`; take it by value or by shared reference",
+                );
+                ok = false;
+            }
+            syn::Type::ImplTrait(t) => {
+                errors.push_at(t.span(), "a handler parameter cannot be `impl Trait`; name a concrete type, or `Dep<dyn Trait>`");
+                ok = false;
+            }
+            ty => params.push(Param {
+                ty: ty.clone(),
+                by_ref: false,
+            }),
+        }
+    }
+    ok.then(|| Signature {
+        ident: sig.ident.clone(),
+        message,
+        message_by_ref,
+        params,
+    })
+}
+
+/// The registration of one handler. `this` is the impl's self type for methods.
+fn registration(
+    kind: Kind,
+    sig: &Signature,
+    options: &HandlerOptions,
+    this: Option<&syn::Type>,
+    span: Span,
+) -> TokenStream {
+    let message = &sig.message;
+    let (ctx, register) = match kind {
+        Kind::Command => (quote!(::lexigram::command::CommandContext), quote!(command)),
+        Kind::Query => (quote!(::lexigram::query::QueryContext), quote!(query)),
+        Kind::Event => (quote!(::lexigram::event::EventContext), quote!(event)),
+    };
+    let mut types: Vec<syn::Type> = sig.params.iter().map(|p| p.ty.clone()).collect();
+    if let Some(this) = this {
+        types.insert(0, syn::parse_quote!(::lexigram::module::Dep<#this>));
+    }
+    let prepared: Vec<_> = (0..types.len())
+        .map(|i| format_ident!("__prepared{i}"))
+        .collect();
+    let args: Vec<_> = (0..types.len())
+        .map(|i| format_ident!("__arg{i}"))
+        .collect();
+    let prepare = types.iter().zip(&prepared).map(|(ty, p)| {
+        quote_spanned! {ty.span()=>
+            let #p = w.prepare::<#ty, __Ctx>();
+        }
+    });
+    let unwrap = (!types.is_empty()).then(|| {
+        quote! {
+            let (#(::core::option::Option::Some(#prepared),)*) = (#(#prepared,)*) else { return };
+        }
+    });
+    let produce = types.iter().zip(&prepared).zip(&args).map(|((ty, p), a)| {
+        quote_spanned! {ty.span()=>
+            let #a = <#ty as ::lexigram::__private::HandlerParam<__Ctx>>::produce(&#p, &__ctx);
+        }
+    });
+    let message_arg = if sig.message_by_ref {
+        quote!(&__message)
+    } else {
+        quote!(__message)
+    };
+    let call = match this {
+        Some(this) => {
+            let this_arg = &args[0];
+            let rest = sig
+                .params
+                .iter()
+                .zip(&args[1..])
+                .map(|(p, a)| if p.by_ref { quote!(&#a) } else { quote!(#a) });
+            let ident = &sig.ident;
+            quote!(<#this>::#ident(&#this_arg, #message_arg #(, #rest)*))
+        }
+        None => {
+            let rest = sig
+                .params
+                .iter()
+                .zip(&args)
+                .map(|(p, a)| if p.by_ref { quote!(&#a) } else { quote!(#a) });
+            let ident = &sig.ident;
+            quote!(#ident(#message_arg #(, #rest)*))
+        }
+    };
+    let closure = quote! {
+        move |__message: #message, __ctx: __Ctx| {
+            #(#produce)*
+            async move { #call.await }
+        }
+    };
+    let register_call = match (kind, options.cache) {
+        (Kind::Query, Some((ttl_ms, size))) => quote! {
+            w.cached_query::<#message, _>(#closure, ::lexigram::query::CachePolicy::new(::core::time::Duration::from_millis(#ttl_ms), #size));
+        },
+        (Kind::Event, _) => {
+            let priority = options.priority;
+            let name = match &options.name {
+                Some(n) => quote!(::core::option::Option::Some(#n)),
+                None => quote!(::core::option::Option::None),
+            };
+            quote!(w.event::<#message, _>(#closure, #priority, #name);)
+        }
+        _ => quote!(w.#register::<#message, _>(#closure);),
+    };
+    let fn_name = match (&options.name, this) {
+        (Some(name), _) if kind != Kind::Event => quote!(#name),
+        (_, Some(this)) => {
+            let path = format!(
+                "{}::{}",
+                quote!(#this).to_string().replace(' ', ""),
+                sig.ident
+            );
+            quote!(::core::concat!(::core::module_path!(), "::", #path))
+        }
+        _ => {
+            let ident = sig.ident.to_string();
+            quote!(::core::concat!(::core::module_path!(), "::", #ident))
+        }
+    };
+    let line = quote_spanned!(span=> ::core::line!());
+    quote! {
+        const _: () = {
+            fn __lexigram_wire(w: &mut ::lexigram::__private::Wiring<'_>) {
+                type __Ctx = #ctx;
+                #(#prepare)*
+                #unwrap
+                #register_call
+            }
+            ::lexigram::__private::inventory::submit! {
+                ::lexigram::__private::HandlerRegistration::#register::<#message>(
+                    #fn_name,
+                    ::core::module_path!(),
+                    ::core::file!(),
+                    #line,
+                    __lexigram_wire,
+                )
+            }
+        };
+    }
+}
+
+/// `#[command_handler]` and friends on a free `async fn`.
+pub(crate) fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let options = Options::parse(args, kind.keys(), &mut errors);
+    let options = parse_options(kind, &options, &mut errors);
+    let function: syn::ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            errors.push_at(
+                Span::call_site(),
+                format!("`#[{}]` goes on an `async fn`", kind.attr()),
+            );
+            return with_errors(errors, item);
+        }
+    };
+    let sig = check_signature(kind, &function.sig, false, &mut errors);
+    match (errors.finish(), sig) {
+        (Ok(()), Some(sig)) => {
+            let registration = registration(kind, &sig, &options, None, function.sig.ident.span());
+            quote!(#function #registration)
+        }
+        (Err(error), _) => {
+            let error = error.to_compile_error();
+            quote!(#error #function)
+        }
+        (Ok(()), None) => quote!(#function),
+    }
+}
+
+/// `#[handlers]` on an impl block: its methods marked with handler attributes become handlers
+/// called on the instance the container provides (`Dep<Self>`).
+pub(crate) fn expand_impl(args: TokenStream, item: TokenStream) -> TokenStream {
+    let mut errors = Errors::default();
+    let _ = Options::parse(args, &[], &mut errors);
+    let mut block: syn::ItemImpl = match syn::parse2(item.clone()) {
+        Ok(block) => block,
+        Err(_) => {
+            errors.push_at(Span::call_site(), "`#[handlers]` goes on an `impl` block whose methods are marked `#[command_handler]`, `#[query_handler]` or `#[event_handler]`");
+            return with_errors(errors, item);
+        }
+    };
+    crate::attr::reject_generics(&block.generics, "a handlers type", &mut errors);
+    let this = (*block.self_ty).clone();
+    let mut registrations = Vec::new();
+    for item in &mut block.items {
+        let syn::ImplItem::Fn(method) = item else {
+            continue;
+        };
+        let Some(index) = method
+            .attrs
+            .iter()
+            .position(|a| Kind::from_attr(a).is_some())
+        else {
+            continue;
+        };
+        let attr = method.attrs.remove(index);
+        let Some(kind) = Kind::from_attr(&attr) else {
+            continue;
+        };
+        let options = Options::from_attrs(
+            std::slice::from_ref(&attr),
+            attr.path()
+                .segments
+                .last()
+                .map(|s| s.ident.to_string())
+                .unwrap_or_default()
+                .as_str(),
+            kind.keys(),
+            &mut errors,
+        );
+        let options = parse_options(kind, &options, &mut errors);
+        if let Some(sig) = check_signature(kind, &method.sig, true, &mut errors) {
+            registrations.push(registration(
+                kind,
+                &sig,
+                &options,
+                Some(&this),
+                method.sig.ident.span(),
+            ));
+        }
+    }
+    if registrations.is_empty() && errors.is_empty() {
+        errors.push_at(block.self_ty.span(), "`#[handlers]` found no method marked `#[command_handler]`, `#[query_handler]` or `#[event_handler]`");
+    }
+    match errors.finish() {
+        Ok(()) => quote!(#block #(#registrations)*),
+        Err(error) => {
+            let error = error.to_compile_error();
+            quote!(#error #block)
+        }
+    }
+}
+
+fn with_errors(errors: Errors, item: TokenStream) -> TokenStream {
+    match errors.finish() {
+        Ok(()) => item,
+        Err(error) => {
+            let error = error.to_compile_error();
+            quote!(#error #item)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("30s"), Some(30_000));
+        assert_eq!(parse_duration_ms("500ms"), Some(500));
+        assert_eq!(parse_duration_ms("5m"), Some(300_000));
+        assert_eq!(parse_duration_ms("1h"), Some(3_600_000));
+        assert_eq!(parse_duration_ms("0s"), None);
+        assert_eq!(parse_duration_ms("soon"), None);
+        assert_eq!(parse_duration_ms("10d"), None);
+    }
+}

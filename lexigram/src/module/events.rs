@@ -1,0 +1,381 @@
+//! `EventsModule`: stores, buses and discovered handlers, wired from an `EventsConfig`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::wiring::{self, HandlerKind, HandlerRegistration, Stores, Wiring};
+use super::{ComponentHealth, Container, HealthStatus, Module, Problem};
+use crate::command::CommandBus;
+use crate::config::{EventsConfig, StoreConfig};
+use crate::error::{Result, SchemaError};
+use crate::event::EventBus;
+use crate::query::QueryBus;
+use crate::registration::{self, Location};
+use crate::repository::EventPublisher;
+use crate::schema::SchemaRegistry;
+use crate::snapshot::{InMemorySnapshotStore, SnapshotManager, SnapshotPolicy, SnapshotStore};
+use crate::store::{EventStore, InMemoryEventStore};
+
+type ManualWiring = Box<dyn Fn(&mut Wiring<'_>) + Send + Sync>;
+
+/// The events module: builds the event and snapshot stores and the three buses from an
+/// [`EventsConfig`], wires every discovered handler (those under `handler_modules`, or all),
+/// checks the whole wiring, and drains and closes everything on shutdown.
+///
+/// ```
+/// use lexigram::config::EventsConfig;
+/// use lexigram::module::{App, EventsModule};
+/// use lexigram::message::Command;
+///
+/// struct Ping;
+/// impl Command for Ping { type Output = &'static str; }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), lexigram::Error> {
+/// let app = App::builder()
+///     .module(EventsModule::configure(EventsConfig::memory()).handlers(|w| {
+///         w.command::<Ping, _>(|_: Ping, _ctx: lexigram::command::CommandContext| async {
+///             Ok::<_, std::convert::Infallible>("pong")
+///         });
+///     }))
+///     .build()
+///     .await?;
+/// assert_eq!(app.commands().dispatch(Ping).await?, "pong");
+/// app.shutdown().await
+/// # }
+/// ```
+pub struct EventsModule {
+    config: EventsConfig,
+    manual: Vec<ManualWiring>,
+}
+
+impl fmt::Debug for EventsModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventsModule")
+            .field("config", &self.config)
+            .field("manual_registrations", &self.manual.len())
+            .finish()
+    }
+}
+
+impl EventsModule {
+    /// The module for `config`.
+    pub fn configure(config: EventsConfig) -> Self {
+        Self {
+            config,
+            manual: Vec::new(),
+        }
+    }
+
+    /// In-memory stores and default buses, with no external connection: for tests.
+    pub fn stub() -> Self {
+        Self::configure(EventsConfig::memory())
+    }
+
+    /// Only wires discovered handlers declared under these module paths (the seed's
+    /// `handler_modules`); replaces the configured list.
+    #[must_use]
+    pub fn handler_modules<I, S>(mut self, prefixes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.handler_modules = prefixes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Registers handlers by hand (no macros), checked with the rest at `build()`.
+    #[must_use]
+    pub fn handlers(mut self, wire: impl Fn(&mut Wiring<'_>) + Send + Sync + 'static) -> Self {
+        self.manual.push(Box::new(wire));
+        self
+    }
+
+    /// A feature module wiring the discovered handlers under `prefixes` into the app's buses
+    /// (the seed's `scope`), for apps whose events module only names its own modules.
+    pub fn scope<I, S>(name: impl Into<String>, prefixes: I) -> HandlerScope
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        HandlerScope {
+            name: name.into(),
+            prefixes: prefixes.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EventsConfig {
+        &self.config
+    }
+
+    fn open_stores(
+        &self,
+        schema: &Arc<SchemaRegistry>,
+    ) -> (Arc<dyn EventStore>, Arc<dyn SnapshotStore>) {
+        match &self.config.store {
+            StoreConfig::Memory => (
+                Arc::new(InMemoryEventStore::new().with_schema(Arc::clone(schema))),
+                Arc::new(
+                    InMemorySnapshotStore::new().with_max_per_aggregate(self.config.snapshots.keep),
+                ),
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl Module for EventsModule {
+    fn name(&self) -> &str {
+        "events"
+    }
+
+    async fn provide(&self, container: &mut Container, problems: &mut Vec<Problem>) {
+        problems.extend(
+            self.config
+                .validate()
+                .into_iter()
+                .map(|p| Problem::new(format!("invalid events configuration: {p}"))),
+        );
+        let schema = Arc::new(discover_schema(problems));
+        aggregate_name_clashes(problems);
+        // An invalid bus configuration is reported by `validate` above.
+        let bus = EventBus::with_config(self.config.event_bus.clone()).unwrap_or_default();
+        let (events, snapshot_store) = self.open_stores(&schema);
+        let policy = self.config.snapshots.policy();
+        let snapshots = (!matches!(policy, SnapshotPolicy::Never)).then(|| {
+            SnapshotManager::shared(Arc::clone(&snapshot_store), policy)
+                .with_schema(Arc::clone(&schema))
+        });
+        let publisher: Arc<dyn EventPublisher> = Arc::new(bus.clone());
+        container.provide(Stores {
+            events: Arc::clone(&events),
+            snapshots,
+            schema: Arc::clone(&schema),
+            publisher: Some(publisher),
+        });
+        container.provide_arc::<dyn EventStore>(events);
+        container.provide_arc::<dyn SnapshotStore>(snapshot_store);
+        container.provide_arc(schema);
+        container.provide(self.config.clone());
+        container.provide(CommandBus::new());
+        container.provide(QueryBus::new());
+        container.provide(bus);
+    }
+
+    fn wire(&self, container: &Container, problems: &mut Vec<Problem>) {
+        let selected: Vec<_> = wiring::handlers()
+            .filter(|h| h.is_under(&self.config.handler_modules))
+            .collect();
+        wire_handlers(container, &selected, problems, |w| {
+            for manual in &self.manual {
+                manual(w);
+            }
+        });
+        unhandled_messages(container, problems);
+    }
+
+    async fn shutdown(&self, container: &Container) -> Result<()> {
+        let deadline = Duration::from_millis(self.config.shutdown_timeout_ms);
+        let mut first = None;
+        if let Some(bus) = container.get::<EventBus>()
+            && !bus.is_shut_down()
+            && let Err(err) = bus.shutdown(deadline).await
+        {
+            first.get_or_insert(err);
+        }
+        if let Some(store) = container.get::<dyn EventStore>()
+            && let Err(err) = store.close().await
+        {
+            first.get_or_insert(err);
+        }
+        if let Some(store) = container.get::<dyn SnapshotStore>()
+            && let Err(err) = store.close().await
+        {
+            first.get_or_insert(err);
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    async fn health(&self, container: &Container) -> Vec<ComponentHealth> {
+        let mut components = Vec::new();
+        if let Some(store) = container.get::<dyn EventStore>() {
+            components.push(match store.ping().await {
+                Ok(()) => ComponentHealth::new(
+                    "event_store",
+                    HealthStatus::Healthy,
+                    format!("{} store answers", store.backend()),
+                ),
+                Err(err) => {
+                    ComponentHealth::new("event_store", HealthStatus::Unhealthy, err.to_string())
+                }
+            });
+        }
+        if let Some(bus) = container.get::<EventBus>() {
+            let dead = bus.dead_letter_count();
+            components.push(if bus.is_shut_down() {
+                ComponentHealth::new("event_bus", HealthStatus::Unhealthy, "shut down")
+            } else if dead > 0 {
+                ComponentHealth::new(
+                    "event_bus",
+                    HealthStatus::Degraded,
+                    format!("{dead} dead letter(s) waiting; inspect and replay them"),
+                )
+            } else {
+                ComponentHealth::new(
+                    "event_bus",
+                    HealthStatus::Healthy,
+                    format!("{} event(s) queued", bus.pending()),
+                )
+            });
+        }
+        components
+    }
+}
+
+/// Discovered handlers under some module paths, wired into the app's buses. Made by
+/// [`EventsModule::scope`].
+#[derive(Debug, Clone)]
+pub struct HandlerScope {
+    name: String,
+    prefixes: Vec<String>,
+}
+
+#[async_trait]
+impl Module for HandlerScope {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn wire(&self, container: &Container, problems: &mut Vec<Problem>) {
+        let selected: Vec<_> = wiring::handlers()
+            .filter(|h| h.is_under(&self.prefixes))
+            .collect();
+        wire_handlers(container, &selected, problems, |_| {});
+    }
+}
+
+/// Wires `selected` (skipping, and reporting once, command or query types with several
+/// handlers) and then the manual registrations.
+fn wire_handlers(
+    container: &Container,
+    selected: &[&'static HandlerRegistration],
+    problems: &mut Vec<Problem>,
+    manual: impl FnOnce(&mut Wiring<'_>),
+) {
+    let (Some(commands), Some(queries), Some(events)) = (
+        container.get::<CommandBus>(),
+        container.get::<QueryBus>(),
+        container.get::<EventBus>(),
+    ) else {
+        problems.push(Problem::new(
+            "the buses are missing; add `EventsModule` before handler scopes",
+        ));
+        return;
+    };
+    let mut by_message: BTreeMap<(HandlerKind, &'static str), Vec<&'static HandlerRegistration>> =
+        BTreeMap::new();
+    for h in selected.iter().filter(|h| h.kind != HandlerKind::Event) {
+        by_message
+            .entry((h.kind, h.message_type()))
+            .or_default()
+            .push(h);
+    }
+    let mut skip = Vec::new();
+    for ((kind, message), handlers) in &by_message {
+        if handlers.len() > 1 {
+            let mut problem = Problem::new(format!(
+                "{} `{message}` has {} handlers (a {} must have exactly one)",
+                kind.as_str(),
+                handlers.len(),
+                kind.as_str()
+            ));
+            for h in handlers {
+                problem = problem.at(h.location, h.name);
+                skip.push(h.name);
+            }
+            problems.push(problem.help("remove all but one, or narrow `handler_modules`"));
+        }
+    }
+    let mut wiring = Wiring::new(container, (&commands, &queries, &events), problems);
+    for h in selected {
+        if !(h.kind != HandlerKind::Event && skip.contains(&h.name)) {
+            h.wire(&mut wiring);
+        }
+    }
+    manual(&mut wiring);
+}
+
+/// Every event type registered with `#[derive(Event)]`; a name registered twice is reported
+/// with both locations.
+fn discover_schema(problems: &mut Vec<Problem>) -> SchemaRegistry {
+    let mut schema = SchemaRegistry::new();
+    let mut first_location: BTreeMap<&'static str, Location> = BTreeMap::new();
+    for registration in registration::events() {
+        let event = registration.event_type();
+        match schema.register_type(event) {
+            Ok(_) => {
+                first_location.insert(event.name, registration.location);
+            }
+            Err(err @ SchemaError::DuplicateEventName { .. }) => {
+                let mut problem = Problem::new(err.to_string());
+                if let Some(first) = first_location.get(event.name) {
+                    problem = problem.at(*first, "first declared here");
+                }
+                problems.push(problem.at(registration.location, event.rust_type));
+            }
+            Err(err) => problems
+                .push(Problem::new(err.to_string()).at(registration.location, event.rust_type)),
+        }
+    }
+    schema
+}
+
+/// Two aggregates registered under one name.
+fn aggregate_name_clashes(problems: &mut Vec<Problem>) {
+    let mut by_name: BTreeMap<&'static str, Vec<&'static registration::AggregateRegistration>> =
+        BTreeMap::new();
+    for a in registration::aggregates() {
+        by_name.entry(a.name).or_default().push(a);
+    }
+    for (name, all) in by_name.into_iter().filter(|(_, all)| all.len() > 1) {
+        let mut problem = Problem::new(format!(
+            "aggregate name `{name}` is used by {} types",
+            all.len()
+        ))
+        .help("give each aggregate its own `#[aggregate(name = \"..\")]`");
+        for a in all {
+            problem = problem.at(a.location, a.rust_type());
+        }
+        problems.push(problem);
+    }
+}
+
+/// Command and query types declared with the derives that ended up with no handler.
+fn unhandled_messages(container: &Container, problems: &mut Vec<Problem>) {
+    let (Some(commands), Some(queries)) =
+        (container.get::<CommandBus>(), container.get::<QueryBus>())
+    else {
+        return;
+    };
+    for message in registration::messages() {
+        let handled = match message.kind {
+            "command" => commands.has_handler_id(message.type_id()),
+            _ => queries.has_handler_id(message.type_id()),
+        };
+        if !handled {
+            problems.push(
+                Problem::new(format!("{} `{}` has no handler", message.kind, message.type_name()))
+                    .at(message.location, message.type_name())
+                    .help(format!(
+                        "annotate a handler with `#[{}_handler]`; if it exists, its crate may not be linked (nothing references it: add `use that_crate as _;`), or `handler_modules` excludes it",
+                        message.kind
+                    )),
+            );
+        }
+    }
+}
