@@ -449,3 +449,46 @@ impl fmt::Debug for Registry {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped_without_overflow() {
+        let max = Duration::from_secs(30);
+        assert_eq!(
+            next_backoff(Duration::from_millis(100), 2.0, max),
+            Duration::from_millis(200)
+        );
+        assert_eq!(next_backoff(Duration::from_secs(20), 2.0, max), max);
+        assert_eq!(next_backoff(Duration::MAX, 2.0, max), max);
+        assert_eq!(
+            next_backoff(Duration::from_secs(1), f64::INFINITY, max),
+            max
+        );
+    }
+
+    #[test]
+    fn scope_metadata_is_created_once_and_given_metadata_is_kept() {
+        let scope = Scope::child_of_current();
+        let first = scope.metadata().message_id();
+        assert_eq!(scope.metadata().message_id(), first);
+        assert_eq!(scope.metadata().causation_id(), None);
+
+        let given = MessageMetadata::new();
+        assert_eq!(Scope::with_metadata(given.clone()).metadata(), &given);
+    }
+
+    #[tokio::test]
+    async fn a_scope_inside_another_is_its_child() {
+        let parent = Scope::child_of_current();
+        let expected = parent.metadata().clone();
+        let child = in_scope(Parent::Scope(parent), async { Scope::child_of_current() }).await;
+        assert_eq!(child.metadata().causation_id(), Some(expected.message_id()));
+        assert_eq!(child.metadata().correlation_id(), expected.correlation_id());
+        assert!(current_metadata().is_none());
+    }
+}

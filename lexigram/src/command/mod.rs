@@ -2,12 +2,12 @@
 //!
 //! Register a handler per [`Command`] type with [`CommandBus::register`] (a type implementing
 //! [`CommandHandler`]) or [`CommandBus::register_fn`] (an async closure). A second handler for
-//! the same type is [`Error::DuplicateHandler`] unless you [`replace`](CommandBus::replace) it
+//! the same type is [`Error::DuplicateHandler`](crate::Error::DuplicateHandler) unless you [`replace`](CommandBus::replace) it
 //! explicitly. [`dispatch`](CommandBus::dispatch) returns the command's `Output`, or
-//! [`Error::HandlerNotFound`] when no handler is registered.
+//! [`Error::HandlerNotFound`](crate::Error::HandlerNotFound) when no handler is registered.
 //!
 //! **One rule for errors:** whatever a handler returns as error is wrapped in
-//! [`Error::CommandExecution`], which names the command type and the handler; the handler's
+//! [`Error::CommandExecution`](crate::Error::CommandExecution), which names the command type and the handler; the handler's
 //! own error is its `source`, reachable with `downcast_ref`. Errors made by the bus or its
 //! middleware (not found, timeout, validation) are returned as they are.
 //!
@@ -107,7 +107,7 @@ impl fmt::Debug for CommandContext {
 )]
 pub trait CommandHandler<C: Command>: Send + Sync + 'static {
     /// The handler's error; the bus wraps it in
-    /// [`Error::CommandExecution`](crate::Error::CommandExecution).
+    /// [`Error::CommandExecution`](crate::Error::CommandExecution)(crate::Error::CommandExecution).
     type Error: Into<BoxError>;
 
     /// Handles one command.
@@ -176,7 +176,7 @@ impl CommandBus {
     }
 
     /// Registers the handler of `C`. Fails with
-    /// [`Error::DuplicateHandler`](crate::Error::DuplicateHandler) (naming the existing handler
+    /// [`Error::DuplicateHandler`](crate::Error::DuplicateHandler)(crate::Error::DuplicateHandler) (naming the existing handler
     /// and where it was registered) if `C` has one.
     #[track_caller]
     pub fn register<C, H>(&self, handler: H) -> Result<()>

@@ -681,6 +681,9 @@ impl EventBus {
     ///
     /// Fails with [`Error::Publish`] after [`shutdown`](Self::shutdown), when no handler is
     /// subscribed and `allow_no_handlers` is off, or outside a tokio runtime.
+    ///
+    /// A handler that publishes events of its *own* type into a full queue waits for itself;
+    /// give such loops a queue large enough, or publish from another task.
     pub async fn publish(&self, envelope: EventEnvelope) -> Result<()> {
         self.publish_shared(Arc::new(envelope)).await
     }
@@ -797,7 +800,8 @@ impl EventBus {
     }
 
     /// Waits until every queue is empty and no handler is running (retries included). Does
-    /// not poll: it sleeps until the last accepted event is done.
+    /// not poll: it sleeps until the last accepted event is done. Do not call it from a
+    /// handler of this bus: the handler's own event is still pending.
     pub async fn drain(&self) {
         let shared = &self.inner.shared;
         loop {

@@ -173,19 +173,17 @@ impl Next {
     }
 
     /// Runs the rest of the chain and the handler on `request`.
-    pub fn run(self, request: Request) -> impl Future<Output = Result<Response>> + Send + 'static {
-        async move {
-            match self.chain.get(self.index).cloned() {
-                Some(middleware) => {
-                    let next = Next {
-                        chain: self.chain,
-                        index: self.index + 1,
-                        endpoint: self.endpoint,
-                    };
-                    middleware.handle_boxed(request, next).await
-                }
-                None => self.endpoint.invoke_erased(request).await,
+    pub async fn run(self, request: Request) -> Result<Response> {
+        match self.chain.get(self.index).cloned() {
+            Some(middleware) => {
+                let next = Next {
+                    chain: self.chain,
+                    index: self.index + 1,
+                    endpoint: self.endpoint,
+                };
+                middleware.handle_boxed(request, next).await
             }
+            None => self.endpoint.invoke_erased(request).await,
         }
     }
 }
