@@ -88,7 +88,6 @@ impl SnapshotConfig {
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
 pub struct EventsConfig {
     /// The service's name, for logs and health reports.
     pub service_name: String,

@@ -1,5 +1,6 @@
 //! `EventsModule`: stores, buses and discovered handlers, wired from an `EventsConfig`.
 
+use std::any::TypeId;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -171,12 +172,12 @@ impl Module for EventsModule {
         let selected: Vec<_> = wiring::handlers()
             .filter(|h| h.is_under(&self.config.handler_modules))
             .collect();
-        wire_handlers(container, &selected, problems, |w| {
+        let conflicted = wire_handlers(container, &selected, problems, |w| {
             for manual in &self.manual {
                 manual(w);
             }
         });
-        unhandled_messages(container, problems);
+        unhandled_messages(container, &conflicted, problems);
     }
 
     async fn shutdown(&self, container: &Container) -> Result<()> {
@@ -259,14 +260,15 @@ impl Module for HandlerScope {
     }
 }
 
-/// Wires `selected` (skipping, and reporting once, command or query types with several
-/// handlers) and then the manual registrations.
+/// Wires `selected` and then the manual registrations. Command or query types with several
+/// handlers are reported once and none of their handlers is registered (their parameters are
+/// still checked); their type ids are returned.
 fn wire_handlers(
     container: &Container,
     selected: &[&'static HandlerRegistration],
     problems: &mut Vec<Problem>,
     manual: impl FnOnce(&mut Wiring<'_>),
-) {
+) -> Vec<TypeId> {
     let (Some(commands), Some(queries), Some(events)) = (
         container.get::<CommandBus>(),
         container.get::<QueryBus>(),
@@ -275,7 +277,7 @@ fn wire_handlers(
         problems.push(Problem::new(
             "the buses are missing; add `EventsModule` before handler scopes",
         ));
-        return;
+        return Vec::new();
     };
     let mut by_message: BTreeMap<(HandlerKind, &'static str), Vec<&'static HandlerRegistration>> =
         BTreeMap::new();
@@ -286,6 +288,7 @@ fn wire_handlers(
             .push(h);
     }
     let mut skip = Vec::new();
+    let mut conflicted = Vec::new();
     for ((kind, message), handlers) in &by_message {
         if handlers.len() > 1 {
             let mut problem = Problem::new(format!(
@@ -297,17 +300,21 @@ fn wire_handlers(
             for h in handlers {
                 problem = problem.at(h.location, h.name);
                 skip.push(h.name);
+                conflicted.push(h.message_id());
             }
             problems.push(problem.help("remove all but one, or narrow `handler_modules`"));
         }
     }
     let mut wiring = Wiring::new(container, (&commands, &queries, &events), problems);
     for h in selected {
-        if !(h.kind != HandlerKind::Event && skip.contains(&h.name)) {
+        if h.kind != HandlerKind::Event && skip.contains(&h.name) {
+            wiring.dry_run(h);
+        } else {
             h.wire(&mut wiring);
         }
     }
     manual(&mut wiring);
+    conflicted
 }
 
 /// Every event type registered with `#[derive(Event)]`; a name registered twice is reported
@@ -356,13 +363,13 @@ fn aggregate_name_clashes(problems: &mut Vec<Problem>) {
 }
 
 /// Command and query types declared with the derives that ended up with no handler.
-fn unhandled_messages(container: &Container, problems: &mut Vec<Problem>) {
+fn unhandled_messages(container: &Container, conflicted: &[TypeId], problems: &mut Vec<Problem>) {
     let (Some(commands), Some(queries)) =
         (container.get::<CommandBus>(), container.get::<QueryBus>())
     else {
         return;
     };
-    for message in registration::messages() {
+    for message in registration::messages().filter(|m| !conflicted.contains(&m.type_id())) {
         let handled = match message.kind {
             "command" => commands.has_handler_id(message.type_id()),
             _ => queries.has_handler_id(message.type_id()),

@@ -191,6 +191,8 @@ pub struct Wiring<'a> {
     events: &'a EventBus,
     problems: &'a mut Vec<Problem>,
     current: Option<&'static HandlerRegistration>,
+    /// Resolve parameters (reporting what is missing) but register nothing.
+    dry_run: bool,
 }
 
 impl std::fmt::Debug for Wiring<'_> {
@@ -214,7 +216,16 @@ impl<'a> Wiring<'a> {
             events: buses.2,
             problems,
             current: None,
+            dry_run: false,
         }
+    }
+
+    /// Runs `wire` for a handler that must not be registered (it is part of a reported
+    /// conflict), so its missing parameters are still reported.
+    pub(crate) fn dry_run(&mut self, handler: &'static HandlerRegistration) {
+        self.dry_run = true;
+        handler.wire(self);
+        self.dry_run = false;
     }
 
     /// The container handlers draw from.
@@ -261,6 +272,9 @@ impl<'a> Wiring<'a> {
 
     /// Registers a command handler for `C`.
     pub fn command<C: Command, H: CommandHandler<C>>(&mut self, handler: H) {
+        if self.dry_run {
+            return;
+        }
         let named = Named {
             name: self.name(),
             inner: handler,
@@ -272,6 +286,9 @@ impl<'a> Wiring<'a> {
 
     /// Registers a query handler for `Q`.
     pub fn query<Q: Query, H: QueryHandler<Q>>(&mut self, handler: H) {
+        if self.dry_run {
+            return;
+        }
         let named = Named {
             name: self.name(),
             inner: handler,
@@ -288,6 +305,9 @@ impl<'a> Wiring<'a> {
         Q::Output: Clone + Sync,
         H: QueryHandler<Q>,
     {
+        if self.dry_run {
+            return;
+        }
         let named = Named {
             name: self.name(),
             inner: handler,
@@ -304,6 +324,9 @@ impl<'a> Wiring<'a> {
         priority: i32,
         name: Option<&'static str>,
     ) {
+        if self.dry_run {
+            return;
+        }
         let name = name.map_or_else(|| self.name(), Cow::Borrowed);
         let options = SubscribeOptions::new()
             .priority(priority)
