@@ -80,3 +80,69 @@ fn aggregate() {
         ),
     );
 }
+
+#[test]
+fn command_handler() {
+    check(
+        "command_handler",
+        crate::handler::expand(
+            crate::handler::Kind::Command,
+            TokenStream::new(),
+            quote! {
+                async fn deposit(cmd: Deposit, accounts: Repository<Account>, log: &Dep<AuditLog>) -> Result<(), BankError> {
+                    Ok(())
+                }
+            },
+        ),
+    );
+}
+
+#[test]
+fn query_handler_with_cache() {
+    check(
+        "query_handler",
+        crate::handler::expand(
+            crate::handler::Kind::Query,
+            quote!(cache_ttl = "30s", cache_size = 500),
+            quote! {
+                async fn balance(q: GetBalance, view: Dep<BalanceView>) -> Result<u64, BankError> {
+                    view.get(q.account).await
+                }
+            },
+        ),
+    );
+}
+
+#[test]
+fn event_handler() {
+    check(
+        "event_handler",
+        crate::handler::expand(
+            crate::handler::Kind::Event,
+            quote!(priority = 10),
+            quote! {
+                async fn audit(event: &MoneyDeposited, ctx: EventContext, log: Dep<AuditLog>) -> Result<(), AuditError> {
+                    log.write(ctx.stream_id(), event.amount).await
+                }
+            },
+        ),
+    );
+}
+
+#[test]
+fn handlers_on_methods() {
+    check(
+        "handlers",
+        crate::handler::expand_impl(
+            TokenStream::new(),
+            quote! {
+                impl Notifier {
+                    #[event_handler]
+                    async fn opened(&self, event: &AccountOpened) -> Result<(), MailError> {
+                        self.mailer.send(&event.owner).await
+                    }
+                }
+            },
+        ),
+    );
+}

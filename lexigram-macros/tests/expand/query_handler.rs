@@ -1,0 +1,34 @@
+async fn balance(q: GetBalance, view: Dep<BalanceView>) -> Result<u64, BankError> {
+    view.get(q.account).await
+}
+const _: () = {
+    fn __lexigram_wire(w: &mut ::lexigram::__private::Wiring<'_>) {
+        type __Ctx = ::lexigram::query::QueryContext;
+        let __prepared0 = w.prepare::<Dep<BalanceView>, __Ctx>();
+        let (::core::option::Option::Some(__prepared0),) = (__prepared0,) else {
+            return
+        };
+        w.cached_query::<
+                GetBalance,
+                _,
+            >(
+            move |__message: GetBalance, __ctx: __Ctx| {
+                let __arg0 = <Dep<
+                    BalanceView,
+                > as ::lexigram::__private::HandlerParam<
+                    __Ctx,
+                >>::produce(&__prepared0, &__ctx);
+                async move { balance(__message, __arg0).await }
+            },
+            ::lexigram::query::CachePolicy::new(
+                ::core::time::Duration::from_millis(30000u64),
+                500usize,
+            ),
+        );
+    }
+    ::lexigram::__private::inventory::submit! {
+        ::lexigram::__private::HandlerRegistration::query:: < GetBalance >
+        (::core::concat!(::core::module_path!(), "::", "balance"),
+        ::core::module_path!(), ::core::file!(), ::core::line!(), __lexigram_wire,)
+    }
+};
