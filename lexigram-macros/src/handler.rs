@@ -274,9 +274,10 @@ fn registration(
     kind: Kind,
     sig: &Signature,
     options: &HandlerOptions,
-    this: Option<&syn::Type>,
+    host: Option<(&syn::Type, bool)>,
     span: Span,
 ) -> TokenStream {
+    let this = host.map(|(this, _)| this);
     let message = &sig.message;
     let (ctx, register) = match kind {
         Kind::Command => (quote!(::lexigram::command::CommandContext), quote!(command)),
@@ -284,8 +285,12 @@ fn registration(
         Kind::Event => (quote!(::lexigram::event::EventContext), quote!(event)),
     };
     let mut types: Vec<syn::Type> = sig.params.iter().map(|p| p.ty.clone()).collect();
-    if let Some(this) = this {
-        types.insert(0, syn::parse_quote!(::lexigram::module::Dep<#this>));
+    match host {
+        Some((this, false)) => types.insert(0, syn::parse_quote!(::lexigram::module::Dep<#this>)),
+        Some((this, true)) => {
+            types.insert(0, syn::parse_quote!(::lexigram::__private::Injected<#this>))
+        }
+        None => {}
     }
     let prepared: Vec<_> = (0..types.len())
         .map(|i| format_ident!("__prepared{i}"))
@@ -424,7 +429,9 @@ pub(crate) fn expand(kind: Kind, args: TokenStream, item: TokenStream) -> TokenS
 /// called on the instance the container provides (`Dep<Self>`).
 pub(crate) fn expand_impl(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut errors = Errors::default();
-    let _ = Options::parse(args, &[], &mut errors);
+    let inject = Options::parse(args, &["inject"], &mut errors)
+        .get("inject")
+        .is_some();
     let mut block: syn::ItemImpl = match syn::parse2(item.clone()) {
         Ok(block) => block,
         Err(_) => {
@@ -467,7 +474,7 @@ pub(crate) fn expand_impl(args: TokenStream, item: TokenStream) -> TokenStream {
                 kind,
                 &sig,
                 &options,
-                Some(&this),
+                Some((&this, inject)),
                 method.sig.ident.span(),
             ));
         }

@@ -11,6 +11,7 @@ mod aggregate;
 mod attr;
 mod event;
 mod handler;
+mod inject;
 mod message;
 #[cfg(test)]
 mod snapshots;
@@ -56,6 +57,14 @@ pub fn aggregate(args: TokenStream, item: TokenStream) -> TokenStream {
     expand("aggregate", aggregate::expand(args.into(), item.into()))
 }
 
+/// Implements `lexigram::module::FromContainer` for a struct: each field (`Dep<T>`,
+/// `Repository<A>`, a bus handle) is resolved from the container. `#[handlers(inject)]` builds
+/// its `self` this way.
+#[proc_macro_derive(FromContainer)]
+pub fn derive_from_container(input: TokenStream) -> TokenStream {
+    expand("derive(FromContainer)", inject::derive(input.into()))
+}
+
 /// Registers an `async fn` as the handler of the command type of its first parameter.
 ///
 /// Parameters after the command are supplied by the app: `Dep<T>`, `Repository<A>`, the
@@ -95,7 +104,8 @@ pub fn event_handler(args: TokenStream, item: TokenStream) -> TokenStream {
 
 /// On an `impl` block: its methods marked `#[command_handler]`, `#[query_handler]` or
 /// `#[event_handler]` become handlers called on the instance the app provides (`Dep<Self>`:
-/// register it with `.provide(..)`).
+/// register it with `.provide(..)`), or, with `#[handlers(inject)]`, on an instance built
+/// from its injected fields (`#[derive(FromContainer)]`).
 #[proc_macro_attribute]
 pub fn handlers(args: TokenStream, item: TokenStream) -> TokenStream {
     expand("handlers", handler::expand_impl(args.into(), item.into()))

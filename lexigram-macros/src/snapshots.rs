@@ -146,3 +146,13 @@ fn handlers_on_methods() {
         ),
     );
 }
+
+#[test]
+fn derive_from_container() {
+    check(
+        "derive_from_container",
+        crate::inject::derive(quote! {
+            struct Auditor { journal: Dep<Journal>, accounts: Repository<Account> }
+        }),
+    );
+}

@@ -110,21 +110,21 @@ pub mod prelude {
     pub use crate::snapshot::{InMemorySnapshotStore, SnapshotPolicy};
     pub use crate::store::{EventStore, ExpectedVersion, InMemoryEventStore};
     pub use lexigram_macros::{
-        Command, Event, Query, aggregate, apply, command_handler, event_handler, handlers,
-        query_handler,
+        Command, Event, FromContainer, Query, aggregate, apply, command_handler, event_handler,
+        handlers, query_handler,
     };
 }
 
 #[doc(inline)]
 pub use lexigram_macros::{
-    Command, Event, Query, aggregate, apply, command_handler, event_handler, handlers,
-    query_handler,
+    Command, Event, FromContainer, Query, aggregate, apply, command_handler, event_handler,
+    handlers, query_handler,
 };
 
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::module::{HandlerParam, HandlerRegistration, Wiring};
+    pub use crate::module::{HandlerParam, HandlerRegistration, Injected, Wiring, inject_field};
     pub use crate::registration::{AggregateRegistration, EventRegistration, MessageRegistration};
     pub use inventory;
 }

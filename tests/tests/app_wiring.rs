@@ -139,6 +139,24 @@ impl Reports {
     }
 }
 
+/// Handlers as methods of a struct built from its injected fields.
+#[derive(FromContainer)]
+struct Auditor {
+    journal: Dep<Journal>,
+    tallies: Repository<Tally>,
+}
+
+#[handlers(inject)]
+impl Auditor {
+    #[event_handler(priority = 5)]
+    async fn seen(&self, event: &Counted, ctx: EventContext) -> lexigram::Result<()> {
+        let tally = self.tallies.load(ctx.stream_id().as_str()).await?;
+        self.journal
+            .write(format!("mid {} total {}", event.by, tally.state().total));
+        Ok(())
+    }
+}
+
 async fn app() -> Result<App, Error> {
     App::builder()
         .module(EventsModule::configure(EventsConfig {
@@ -185,9 +203,11 @@ async fn handlers_get_their_parameters_and_run_in_priority_order() -> Result<(),
         [
             "count 2 at 7",
             "high 2 v1 audit",
+            "mid 2 total 2",
             "low 2",
             "count 3 at 7",
             "high 3 v2 audit",
+            "mid 3 total 5",
             "low 3"
         ]
     );

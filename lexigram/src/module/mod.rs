@@ -15,6 +15,6 @@ pub use container::{Container, Dep};
 pub use events::{EventsModule, HandlerScope};
 pub use problems::{BootstrapReport, Problem};
 pub use wiring::{
-    HandlerContext, HandlerKind, HandlerParam, HandlerRegistration, Missing, Stores, Wiring,
-    handlers,
+    FromContainer, HandlerContext, HandlerKind, HandlerParam, HandlerRegistration, Injected,
+    Missing, Stores, Wiring, handlers, inject_field,
 };

@@ -507,3 +507,49 @@ macro_rules! context_param {
 context_param!(CommandContext);
 context_param!(QueryContext);
 context_param!(EventContext);
+
+/// A type built from the container field by field: `#[derive(FromContainer)]` on a struct
+/// whose fields are handler parameters that need no message context (`Dep<T>`,
+/// `Repository<A>`, the buses). `#[handlers(inject)]` builds its `self` this way.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be built from the container",
+    label = "`#[handlers(inject)]` needs `{Self}: FromContainer`",
+    note = "add `#[derive(FromContainer)]` to `{Self}` (its fields must be `Dep<T>`, `Repository<A>` or bus handles), or drop `inject` and provide an instance with `.provide(..)`"
+)]
+pub trait FromContainer: Sized + Send + Sync + 'static {
+    /// Builds the value, or says what is missing.
+    fn from_container(container: &Container) -> Result<Self, Missing>;
+}
+
+/// A parameter of a handler method: the `self` it is called on, either provided
+/// (`#[handlers]`) or built field by field (`#[handlers(inject)]`).
+#[derive(Debug)]
+pub struct Injected<T>(Arc<T>);
+
+impl<T> Clone for Injected<T> {
+    fn clone(&self) -> Self {
+        Self(Arc::clone(&self.0))
+    }
+}
+
+impl<T> std::ops::Deref for Injected<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: FromContainer, Ctx> HandlerParam<Ctx> for Injected<T> {
+    type Prepared = Injected<T>;
+    fn prepare(container: &Container) -> Result<Injected<T>, Missing> {
+        T::from_container(container).map(|value| Injected(Arc::new(value)))
+    }
+    fn produce(prepared: &Injected<T>, _: &Ctx) -> Self {
+        prepared.clone()
+    }
+}
+
+/// Used by `#[derive(FromContainer)]`: one field, resolved without a message context.
+pub fn inject_field<T: HandlerParam<()>>(container: &Container) -> Result<T, Missing> {
+    T::prepare(container).map(|prepared| T::produce(&prepared, &()))
+}

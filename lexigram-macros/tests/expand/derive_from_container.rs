@@ -1,0 +1,12 @@
+impl ::lexigram::module::FromContainer for Auditor {
+    fn from_container(
+        container: &::lexigram::module::Container,
+    ) -> ::core::result::Result<Self, ::lexigram::module::Missing> {
+        ::core::result::Result::Ok(Self {
+            journal: ::lexigram::__private::inject_field::<Dep<Journal>>(container)?,
+            accounts: ::lexigram::__private::inject_field::<
+                Repository<Account>,
+            >(container)?,
+        })
+    }
+}
