@@ -385,10 +385,7 @@ fn registration(
             }
             ::lexigram::__private::inventory::submit! {
                 ::lexigram::__private::HandlerRegistration::#register::<#message>(
-                    #fn_name,
-                    ::core::module_path!(),
-                    ::core::file!(),
-                    #line,
+                    ::lexigram::__private::HandlerSite::new(#fn_name, ::core::module_path!(), ::core::file!(), #line),
                     __lexigram_wire,
                 )
             }

@@ -30,6 +30,23 @@ fn check(name: &str, tokens: TokenStream) {
         pretty, expected,
         "{name}: expansion changed; rerun with LEXIGRAM_BLESS=1 if intended"
     );
+    check_docs(name, &pretty);
+}
+
+/// `docs/macros.md` shows each expansion after a `<!-- expansion: NAME -->` marker; it must be
+/// the real one (the derive_command_and_query snapshot is shown as is).
+fn check_docs(name: &str, pretty: &str) {
+    let docs = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/macros.md");
+    let text = std::fs::read_to_string(&docs).unwrap_or_default();
+    let marker = format!("<!-- expansion: {name} -->\n```rust\n");
+    let shown = text
+        .split_once(&marker)
+        .map(|(_, rest)| rest.split_once("```\n").map_or(rest, |(code, _)| code));
+    assert_eq!(
+        shown,
+        Some(pretty),
+        "docs/macros.md does not show the current `{name}` expansion; paste it after its marker"
+    );
 }
 
 #[test]

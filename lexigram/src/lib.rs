@@ -124,7 +124,9 @@ pub use lexigram_macros::{
 /// Not public API. Used by generated code.
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::module::{HandlerParam, HandlerRegistration, Injected, Wiring, inject_field};
+    pub use crate::module::{
+        HandlerParam, HandlerRegistration, HandlerSite, Injected, Wiring, inject_field,
+    };
     pub use crate::registration::{AggregateRegistration, EventRegistration, MessageRegistration};
     pub use inventory;
 }

@@ -33,7 +33,8 @@ const _: () = {
     }
     ::lexigram::__private::inventory::submit! {
         ::lexigram::__private::HandlerRegistration::command:: < Deposit >
-        (::core::concat!(::core::module_path!(), "::", "deposit"),
-        ::core::module_path!(), ::core::file!(), ::core::line!(), __lexigram_wire,)
+        (::lexigram::__private::HandlerSite::new(::core::concat!(::core::module_path!(),
+        "::", "deposit"), ::core::module_path!(), ::core::file!(), ::core::line!()),
+        __lexigram_wire,)
     }
 };

@@ -35,7 +35,8 @@ const _: () = {
     }
     ::lexigram::__private::inventory::submit! {
         ::lexigram::__private::HandlerRegistration::event:: < MoneyDeposited >
-        (::core::concat!(::core::module_path!(), "::", "audit"), ::core::module_path!(),
-        ::core::file!(), ::core::line!(), __lexigram_wire,)
+        (::lexigram::__private::HandlerSite::new(::core::concat!(::core::module_path!(),
+        "::", "audit"), ::core::module_path!(), ::core::file!(), ::core::line!()),
+        __lexigram_wire,)
     }
 };

@@ -28,7 +28,8 @@ const _: () = {
     }
     ::lexigram::__private::inventory::submit! {
         ::lexigram::__private::HandlerRegistration::event:: < AccountOpened >
-        (::core::concat!(::core::module_path!(), "::", "Notifier::opened"),
-        ::core::module_path!(), ::core::file!(), ::core::line!(), __lexigram_wire,)
+        (::lexigram::__private::HandlerSite::new(::core::concat!(::core::module_path!(),
+        "::", "Notifier::opened"), ::core::module_path!(), ::core::file!(),
+        ::core::line!()), __lexigram_wire,)
     }
 };

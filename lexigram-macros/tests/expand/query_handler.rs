@@ -28,7 +28,8 @@ const _: () = {
     }
     ::lexigram::__private::inventory::submit! {
         ::lexigram::__private::HandlerRegistration::query:: < GetBalance >
-        (::core::concat!(::core::module_path!(), "::", "balance"),
-        ::core::module_path!(), ::core::file!(), ::core::line!(), __lexigram_wire,)
+        (::lexigram::__private::HandlerSite::new(::core::concat!(::core::module_path!(),
+        "::", "balance"), ::core::module_path!(), ::core::file!(), ::core::line!()),
+        __lexigram_wire,)
     }
 };

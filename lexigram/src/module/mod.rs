@@ -15,6 +15,6 @@ pub use container::{Container, Dep};
 pub use events::{EventsModule, HandlerScope};
 pub use problems::{BootstrapReport, Problem};
 pub use wiring::{
-    FromContainer, HandlerContext, HandlerKind, HandlerParam, HandlerRegistration, Injected,
-    Missing, Stores, Wiring, handlers, inject_field,
+    FromContainer, HandlerContext, HandlerKind, HandlerParam, HandlerRegistration, HandlerSite,
+    Injected, Missing, Stores, Wiring, handlers, inject_field,
 };

@@ -56,60 +56,78 @@ pub struct HandlerRegistration {
     wire: fn(&mut Wiring<'_>),
 }
 
-impl HandlerRegistration {
-    /// A command handler for `C`; `wire` registers it on the bus.
-    pub const fn command<C: Command>(
+/// Where a handler is declared: its path, module and `file:line`.
+#[derive(Debug, Clone, Copy)]
+pub struct HandlerSite {
+    name: &'static str,
+    module_path: &'static str,
+    location: Location,
+}
+
+impl HandlerSite {
+    /// The handler `name` (its full path), declared in `module_path` at `file:line`.
+    pub const fn new(
         name: &'static str,
         module_path: &'static str,
         file: &'static str,
         line: u32,
-        wire: fn(&mut Wiring<'_>),
     ) -> Self {
         Self {
-            kind: HandlerKind::Command,
             name,
             module_path,
             location: Location { file, line },
-            message_type: C::command_name,
-            message_id: TypeId::of::<C>,
-            wire,
         }
+    }
+}
+
+impl HandlerRegistration {
+    /// A command handler for `C`; `wire` registers it on the bus.
+    pub const fn command<C: Command>(site: HandlerSite, wire: fn(&mut Wiring<'_>)) -> Self {
+        Self::new(
+            HandlerKind::Command,
+            site,
+            C::command_name,
+            TypeId::of::<C>,
+            wire,
+        )
     }
 
     /// A query handler for `Q`.
-    pub const fn query<Q: Query>(
-        name: &'static str,
-        module_path: &'static str,
-        file: &'static str,
-        line: u32,
-        wire: fn(&mut Wiring<'_>),
-    ) -> Self {
-        Self {
-            kind: HandlerKind::Query,
-            name,
-            module_path,
-            location: Location { file, line },
-            message_type: Q::query_name,
-            message_id: TypeId::of::<Q>,
+    pub const fn query<Q: Query>(site: HandlerSite, wire: fn(&mut Wiring<'_>)) -> Self {
+        Self::new(
+            HandlerKind::Query,
+            site,
+            Q::query_name,
+            TypeId::of::<Q>,
             wire,
-        }
+        )
     }
 
     /// An event handler for `E`.
-    pub const fn event<E: Event>(
-        name: &'static str,
-        module_path: &'static str,
-        file: &'static str,
-        line: u32,
+    pub const fn event<E: Event>(site: HandlerSite, wire: fn(&mut Wiring<'_>)) -> Self {
+        Self::new(
+            HandlerKind::Event,
+            site,
+            event_name::<E>,
+            TypeId::of::<E>,
+            wire,
+        )
+    }
+
+    const fn new(
+        kind: HandlerKind,
+        site: HandlerSite,
+        message_type: fn() -> &'static str,
+        message_id: fn() -> TypeId,
         wire: fn(&mut Wiring<'_>),
     ) -> Self {
         Self {
-            kind: HandlerKind::Event,
-            name,
-            module_path,
-            location: Location { file, line },
-            message_type: event_name::<E>,
-            message_id: TypeId::of::<E>,
+            kind,
+            name: site.name,
+            module_path: site.module_path,
+            location: site.location,
+            message_type,
+            message_id,
             wire,
         }
     }
