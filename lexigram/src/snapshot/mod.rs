@@ -22,6 +22,10 @@
 //! ```
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::fmt;
 use std::sync::Arc;
@@ -35,6 +39,12 @@ use crate::error::Result;
 use crate::message::AggregateId;
 
 pub use memory::InMemorySnapshotStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::PostgresSnapshotStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::SqliteSnapshotStore;
 
 /// An aggregate's state at one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
