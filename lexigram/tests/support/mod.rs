@@ -63,3 +63,6 @@ pub(crate) async fn check_bad_rows(store: &impl EventStore, stream: &str) {
     let tail = store.read(stream, VersionRange::from(3)).await.expect("reads");
     assert_eq!(tail.len(), 2, "reading past a bad row works");
 }
+
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
