@@ -56,7 +56,7 @@ async fn raw_append(
         .map(|e| serde_json::to_string(&e.metadata).unwrap())
         .collect();
     let (status, positions): (i32, Option<Vec<i64>>) = sqlx::query_as(&format!(
-        "SELECT o_status, o_positions FROM {}.{}append($1, $2, -1, $3, $4, $5, $6, $7, false, NULL)",
+        "SELECT o_status, o_positions FROM {}.{}append($1, $2, -1, $3, $4, $5, $6, $7, false)",
         config.schema, config.table_prefix
     ))
     .bind(stream)
@@ -354,7 +354,7 @@ async fn races_are_concurrency_errors() -> lexigram::Result<()> {
     sqlx::query("INSERT INTO t VALUES (1)").execute(&mut *tx).await.unwrap();
     let ids = vec![uuid::Uuid::now_v7()];
     let err = sqlx::query(
-        "SELECT * FROM lexigram_append('late', 1, -1, $1, ARRAY['x'], ARRAY[1], ARRAY['{}'], ARRAY['{}'], false, NULL)",
+        "SELECT * FROM lexigram_append('late', 1, -1, $1, ARRAY['x'], ARRAY[1], ARRAY['{}'], ARRAY['{}'], false)",
     )
     .bind(&ids)
     .execute(&mut *tx)

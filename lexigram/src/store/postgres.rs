@@ -6,16 +6,26 @@
 //! migrations), so any number of events costs one round trip, and the function runs as one
 //! transaction: all events or none, even if the connection dies half-way. Inside it:
 //!
-//! 1. if the first event id is already stored, the client checks for an exact retry (the
-//!    original [`AppendResult`] comes back, nothing is written);
-//! 2. the expected version is checked without locking (a stale writer gets a
+//! 1. the expected version is checked without locking (a stale writer gets a
 //!    [`ConcurrencyError`] and writes nothing);
-//! 3. global positions are taken from a sequence **in transaction-id order** (see below);
-//! 4. the stream's row in `<prefix>streams` is claimed with a conditional update, which also
+//! 2. global positions are taken from a sequence **in transaction-id order** (see below);
+//! 3. the stream's row in `<prefix>streams` is claimed with a conditional update, which also
 //!    serialises writers of the same stream; losing that race is a [`ConcurrencyError`], as is
 //!    any unique-key race — never a raw driver error;
-//! 5. the events are inserted with one `INSERT ... SELECT` over the argument arrays, and one
-//!    `pg_notify` wakes listeners (once per transaction, never a trigger per row).
+//! 4. the events are inserted with one `INSERT ... SELECT` over the argument arrays.
+//!
+//! A retry is recognised by the client when the append conflicts or hits the unique key on
+//! event ids: if every event is stored where this append would have put it, the original
+//! [`AppendResult`] comes back and nothing is written.
+//!
+//! # Wake-ups
+//!
+//! After appends commit, a background task of the store sends one `pg_notify` on
+//! [`PostgresEventStore::channel`] for all the appends that finished while the previous
+//! notification was in flight (at most one per append, never a trigger per row).
+//! [`PostgresEventStore::listen`] receives them. The notification is sent from its own short
+//! transaction on purpose: PostgreSQL holds its notification-queue lock from `NOTIFY` until
+//! commit, so notifying inside the append would serialise the commits of all writers.
 //!
 //! # Global order
 //!
@@ -67,6 +77,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
+use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::sql::{self, EventRow, Migration, StoredSlot, to_i64, to_u64};
@@ -125,7 +136,8 @@ pub struct PostgresConfig {
     /// also follow commit order. Correct either way; slower under concurrent writers.
     /// Default `false`.
     pub strict_ordering: bool,
-    /// Sends one `pg_notify` per append for [`PostgresEventStore::listen`]. Default `true`.
+    /// Sends wake-ups for [`PostgresEventStore::listen`] after appends (coalesced, from a
+    /// background task). Default `true`.
     pub notify: bool,
 }
 
@@ -280,7 +292,6 @@ impl PostgresConfig {
             pool,
             names: Arc::new(Names::new(self)),
             strict: self.strict_ordering,
-            notify: self.notify,
         };
         db.migrate(None).await?;
         Ok(db)
@@ -338,7 +349,7 @@ impl Names {
             channel: config.channel(),
             lock_key,
             append: format!(
-                "SELECT o_status, o_version, o_positions, o_recorded_at FROM {s}.{p}append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                "SELECT o_status, o_version, o_positions, o_recorded_at FROM {s}.{p}append($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
             read: format!(
                 "{select} WHERE stream_id = $1 AND stream_version >= $2 AND stream_version <= $3 ORDER BY stream_version LIMIT $4"
@@ -465,19 +476,15 @@ fn append_function(s: &str, p: &str, events: &str, streams: &str, seq: &str, key
         r#"CREATE FUNCTION {s}.{p}append(
     p_stream text, p_hash bigint, p_expected bigint,
     p_ids uuid[], p_types text[], p_versions integer[], p_payloads text[], p_metadata text[],
-    p_strict boolean, p_channel text,
+    p_strict boolean,
     OUT o_status integer, OUT o_version bigint, OUT o_positions bigint[], OUT o_recorded_at timestamptz)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     n integer := coalesce(cardinality(p_ids), 0);
 BEGIN
     o_recorded_at := now();
-    -- 1. Already stored? The client checks whether this is an exact retry.
-    IF n > 0 AND EXISTS (SELECT 1 FROM {events} e WHERE e.event_id = p_ids[1]) THEN
-        o_status := 2;
-        RETURN;
-    END IF;
-    -- 2. A stale expectation costs no lock and no position.
+    -- 1. A stale expectation costs no lock and no position. (Retries are recognised by the
+    --    client: on a conflict, or on the unique key of event ids.)
     SELECT st.version INTO o_version FROM {streams} st WHERE st.stream_id = p_stream;
     o_version := coalesce(o_version, 0);
     IF p_expected >= 0 AND o_version <> p_expected THEN
@@ -489,7 +496,7 @@ BEGIN
         o_positions := '{{}}';
         RETURN;
     END IF;
-    -- 3. Positions in transaction-id order: the transaction id is assigned in the same
+    -- 2. Positions in transaction-id order: the transaction id is assigned in the same
     --    critical section that takes the positions.
     IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
         RAISE EXCEPTION 'a lexigram append must be the first write of its transaction'
@@ -510,7 +517,7 @@ BEGIN
             RAISE;
         END;
     END IF;
-    -- 4. Claim the versions; the stream's row lock orders the writers of one stream.
+    -- 3. Claim the versions; the stream's row lock orders the writers of one stream.
     IF p_expected < 0 THEN
         INSERT INTO {streams} AS st (stream_id, version, created_at, updated_at)
         VALUES (p_stream, n, o_recorded_at, o_recorded_at)
@@ -533,15 +540,12 @@ BEGIN
         o_status := 1;
         RETURN;
     END IF;
-    -- 5. The events, in one statement, and one wake-up for listeners.
+    -- 4. The events, in one statement.
     INSERT INTO {events} (global_position, stream_id, stream_version, stream_hash, event_id,
                           event_type, event_version, payload, metadata, recorded_at)
     SELECT o_positions[i], p_stream, o_version - n + i, p_hash, p_ids[i],
            p_types[i], p_versions[i], p_payloads[i], p_metadata[i], o_recorded_at
     FROM generate_series(1, n) AS g(i);
-    IF p_channel IS NOT NULL THEN
-        PERFORM pg_notify(p_channel, o_positions[n]::text);
-    END IF;
     o_status := 0;
 END
 $fn$"#
@@ -554,7 +558,6 @@ pub(crate) struct PgDb {
     pub(crate) pool: PgPool,
     pub(crate) names: Arc<Names>,
     strict: bool,
-    notify: bool,
 }
 
 impl PgDb {
@@ -627,6 +630,8 @@ pub struct PostgresEventStore {
     db: PgDb,
     closed: Arc<AtomicBool>,
     schema: Option<Arc<SchemaRegistry>>,
+    /// The highest position appended, for the notifier task (when notifications are on).
+    wake: Option<Arc<watch::Sender<u64>>>,
 }
 
 impl fmt::Debug for PostgresEventStore {
@@ -646,10 +651,17 @@ impl PostgresEventStore {
     /// Fails with [`Error::Config`] for an invalid configuration (every problem listed), or
     /// [`Error::StoreConnection`] when the server cannot be reached or migrated.
     pub async fn connect(config: &PostgresConfig) -> Result<Self> {
+        let db = config.open().await?;
+        let wake = config.notify.then(|| {
+            let (sender, receiver) = watch::channel(0);
+            tokio::spawn(notifier(db.pool.clone(), config.channel(), receiver));
+            Arc::new(sender)
+        });
         Ok(Self {
-            db: config.open().await?,
+            db,
             closed: Arc::new(AtomicBool::new(false)),
             schema: None,
+            wake,
         })
     }
 
@@ -720,8 +732,9 @@ impl PostgresEventStore {
             .await
             .map_err(|e| unavailable(what, e))?;
         let mut envelopes = Vec::with_capacity(rows.len());
+        let mut names = sql::Interner::default();
         for row in &rows {
-            envelopes.push(event_row(row)?.into_envelope()?);
+            envelopes.push(event_row(row, &mut names)?.into_envelope()?);
         }
         Ok(self.upcast(envelopes))
     }
@@ -867,16 +880,44 @@ impl Wakeups {
     }
 }
 
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// Sends one `pg_notify` per batch of appends that finished while the previous one was in
+/// flight, from its own short transaction: the append itself never takes PostgreSQL's
+/// notification-queue lock, which is held until commit and would serialise every writer's
+/// commit. Ends when the store (every clone) is dropped.
+async fn notifier(pool: PgPool, channel: String, mut appended: watch::Receiver<u64>) {
+    while appended.changed().await.is_ok() {
+        let position = *appended.borrow_and_update();
+        let sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(&channel)
+            .bind(position.to_string())
+            .execute(&pool)
+            .await;
+        match sent {
+            Ok(_) => {}
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(err) => tracing::warn!(
+                %err,
+                channel,
+                "could not send a wake-up; listeners catch up at their next poll"
+            ),
+        }
+    }
+}
+
 /// Reads one event row (columns in [`COLUMNS`] order).
-fn event_row(row: &PgRow) -> Result<EventRow> {
+fn event_row<'r>(row: &'r PgRow, names: &mut sql::Interner) -> Result<EventRow<'r>> {
     let get = |e: sqlx::Error| unavailable("decoding an event row", e);
     let event_version: i32 = row.try_get(5).map_err(get)?;
     Ok(EventRow {
         global_position: row.try_get(0).map_err(get)?,
-        stream_id: row.try_get(1).map_err(get)?,
+        stream_id: names.stream(row.try_get(1).map_err(get)?),
         stream_version: row.try_get(2).map_err(get)?,
         event_id: EventId::from_uuid(row.try_get(3).map_err(get)?),
-        event_type: row.try_get(4).map_err(get)?,
+        event_type: names.event_type(row.try_get(4).map_err(get)?),
         event_version: i64::from(event_version),
         payload: row.try_get(6).map_err(get)?,
         metadata: row.try_get(7).map_err(get)?,
@@ -969,15 +1010,17 @@ impl EventStore for PostgresEventStore {
                 .bind(&payloads)
                 .bind(&metadata)
                 .bind(self.db.strict)
-                .bind(self.db.notify.then_some(self.db.names.channel.as_str()))
                 .fetch_one(&mut *conn)
                 .await;
         let (status, version, positions, recorded_at) = match outcome {
             Ok(row) => row,
             Err(err) => {
-                // Whatever went wrong, this session must not live on: a session that
-                // failed inside the append's critical section could hold its lock.
-                conn.close_on_drop();
+                // Unless a unique key fired (after the critical section), this session must
+                // not live on: one that failed inside the critical section could hold its
+                // session-level lock, which dies with the session.
+                if !is_unique_violation(&err) {
+                    conn.close_on_drop();
+                }
                 drop(conn);
                 return self.recover(stream, &events, expected, err).await;
             }
@@ -989,22 +1032,24 @@ impl EventStore for PostgresEventStore {
                 let positions: Vec<u64> =
                     positions.unwrap_or_default().into_iter().map(to_u64).collect();
                 tracing::debug!(version, first = ?positions.first(), "appended");
+                if let (Some(wake), Some(last)) = (&self.wake, positions.last()) {
+                    wake.send_modify(|announced| *announced = (*announced).max(*last));
+                }
                 Ok(AppendResult::new(
                     to_u64(version),
                     positions,
                     recorded_at.unwrap_or_else(Utc::now),
                 ))
             }
-            1 => Err(ConcurrencyError {
-                stream: StreamId::from(stream),
-                expected,
-                actual: to_u64(version),
-            }
-            .into()),
+            // A conflict, unless this is a retry of an append that is already stored.
             _ => match self.previous_append(stream, &events, expected).await? {
                 Some(previous) => Ok(previous),
-                // The stored copy went away between the two calls (deleted): try again.
-                None => Box::pin(self.append(stream, events, expected)).await,
+                None => Err(ConcurrencyError {
+                    stream: StreamId::from(stream),
+                    expected,
+                    actual: to_u64(version),
+                }
+                .into()),
             },
         }
     }

@@ -160,26 +160,26 @@ pub(crate) fn retry_result(
 
 /// An event row as read from a SQL table, before it becomes an envelope.
 #[derive(Debug)]
-pub(crate) struct EventRow {
+pub(crate) struct EventRow<'r> {
     pub(crate) global_position: i64,
-    pub(crate) stream_id: String,
+    pub(crate) stream_id: StreamId,
     pub(crate) stream_version: i64,
     pub(crate) event_id: EventId,
-    pub(crate) event_type: String,
+    pub(crate) event_type: Arc<str>,
     pub(crate) event_version: i64,
-    pub(crate) payload: String,
-    pub(crate) metadata: String,
+    pub(crate) payload: &'r str,
+    pub(crate) metadata: &'r str,
     pub(crate) recorded_at: DateTime<Utc>,
 }
 
-impl EventRow {
+impl EventRow<'_> {
     /// The envelope. The payload is not parsed (a corrupt one fails when decoded); metadata
     /// that does not parse is an [`EventLoadError`] naming the stream and version.
     pub(crate) fn into_envelope(self) -> Result<EventEnvelope> {
-        let stream_id = StreamId::from(self.stream_id);
+        let stream_id = self.stream_id;
         let stream_version = to_u64(self.stream_version);
-        let event_type: Arc<str> = Arc::from(self.event_type);
-        let metadata: MessageMetadata = match serde_json::from_str(&self.metadata) {
+        let event_type = self.event_type;
+        let metadata: MessageMetadata = match serde_json::from_str(self.metadata) {
             Ok(metadata) => metadata,
             Err(err) => {
                 return Err(EventLoadError::new(
@@ -205,6 +205,40 @@ impl EventRow {
             to_u64(self.global_position),
             self.recorded_at,
         ))
+    }
+}
+
+/// Shares the stream id and event type strings between the rows of one read, so a page of
+/// events of one stream holds one copy of each instead of one per row.
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    stream: Option<StreamId>,
+    types: Vec<Arc<str>>,
+}
+
+impl Interner {
+    /// The stream id, shared with the previous row when it is the same.
+    pub(crate) fn stream(&mut self, id: &str) -> StreamId {
+        if let Some(last) = &self.stream
+            && last.as_str() == id
+        {
+            return last.clone();
+        }
+        let stream = StreamId::from(id);
+        self.stream = Some(stream.clone());
+        stream
+    }
+
+    /// The event type, shared with earlier rows of the same type (up to 32 types).
+    pub(crate) fn event_type(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.types.iter().find(|t| &***t == name) {
+            return Arc::clone(known);
+        }
+        let name: Arc<str> = Arc::from(name);
+        if self.types.len() < 32 {
+            self.types.push(Arc::clone(&name));
+        }
+        name
     }
 }
 

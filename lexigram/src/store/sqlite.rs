@@ -505,9 +505,10 @@ impl SqliteEventStore {
             .fetch_all(&self.db.pool)
             .await
             .map_err(|e| unavailable(what, e))?;
+        let mut names = sql::Interner::default();
         let envelopes = rows
             .iter()
-            .map(|row| event_row(row).and_then(EventRow::into_envelope))
+            .map(|row| event_row(row, &mut names).and_then(EventRow::into_envelope))
             .collect::<Result<Vec<_>>>()?;
         Ok(self.upcast(envelopes))
     }
@@ -575,19 +576,19 @@ impl SqliteEventStore {
 }
 
 /// Reads one event row (columns in [`COLUMNS`] order).
-fn event_row(row: &SqliteRow) -> Result<EventRow> {
+fn event_row<'r>(row: &'r SqliteRow, names: &mut sql::Interner) -> Result<EventRow<'r>> {
     let get = |e: sqlx::Error| unavailable("decoding an event row", e);
-    let stream_id: String = row.try_get(1).map_err(get)?;
+    let stream_id: &str = row.try_get(1).map_err(get)?;
     let stream_version: i64 = row.try_get(2).map_err(get)?;
-    let event_type: String = row.try_get(4).map_err(get)?;
-    let id: String = row.try_get(3).map_err(get)?;
-    let event_id = sql::parse_event_id(&id, &stream_id, stream_version, &event_type)?;
+    let event_type: &str = row.try_get(4).map_err(get)?;
+    let id: &str = row.try_get(3).map_err(get)?;
+    let event_id = sql::parse_event_id(id, stream_id, stream_version, event_type)?;
     Ok(EventRow {
         global_position: row.try_get(0).map_err(get)?,
-        stream_id,
+        stream_id: names.stream(stream_id),
         stream_version,
         event_id,
-        event_type,
+        event_type: names.event_type(event_type),
         event_version: row.try_get(5).map_err(get)?,
         payload: row.try_get(6).map_err(get)?,
         metadata: row.try_get(7).map_err(get)?,

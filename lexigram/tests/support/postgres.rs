@@ -1,5 +1,7 @@
 //! A throw-away PostgreSQL database per test.
 
+#![allow(dead_code)]
+
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use lexigram::store::PostgresConfig;
