@@ -27,7 +27,8 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{QueryBuilder, Row};
 
 const TASKS: usize = 8;
-const PAYLOAD: &str = r#"{"account":"acc-0001","amount":125,"currency":"EUR","reference":"invoice 2024-117"}"#;
+const PAYLOAD: &str =
+    r#"{"account":"acc-0001","amount":125,"currency":"EUR","reference":"invoice 2024-117"}"#;
 
 struct Setup {
     runtime: tokio::runtime::Runtime,
@@ -40,7 +41,12 @@ struct Setup {
 }
 
 fn event() -> NewEvent {
-    NewEvent::new("bank.Deposited", 1, Payload::from_json_text(PAYLOAD), MessageMetadata::new())
+    NewEvent::new(
+        "bank.Deposited",
+        1,
+        Payload::from_json_text(PAYLOAD),
+        MessageMetadata::new(),
+    )
 }
 
 fn setup() -> Option<Setup> {
@@ -56,7 +62,11 @@ fn setup() -> Option<Setup> {
         let store = PostgresEventStore::connect(&db.config().max_connections(16).notify(notify))
             .await
             .unwrap();
-        let raw = PgPoolOptions::new().max_connections(16).connect(&db.url).await.unwrap();
+        let raw = PgPoolOptions::new()
+            .max_connections(16)
+            .connect(&db.url)
+            .await
+            .unwrap();
         sqlx::query(
             "CREATE TABLE raw_events (
                 global_position bigserial PRIMARY KEY,
@@ -115,7 +125,9 @@ where
 {
     setup.runtime.block_on(async {
         let start = Instant::now();
-        let tasks: Vec<_> = (0..TASKS).map(|t| tokio::spawn(per_task(t, iters))).collect();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| tokio::spawn(per_task(t, iters)))
+            .collect();
         for task in tasks {
             task.await.unwrap();
         }
@@ -128,7 +140,10 @@ fn appends(c: &mut Criterion, s: &Setup) {
     group.throughput(Throughput::Elements(1));
     group.bench_function("lexigram", |b| {
         b.to_async(&s.runtime).iter(|| async {
-            s.store.append("one", vec![event()], ExpectedVersion::Any).await.unwrap();
+            s.store
+                .append("one", vec![event()], ExpectedVersion::Any)
+                .await
+                .unwrap();
         })
     });
     group.bench_function("raw", |b| {
@@ -148,7 +163,10 @@ fn appends(c: &mut Criterion, s: &Setup) {
                 async move {
                     let stream = format!("par-{t}");
                     for _ in 0..iters {
-                        store.append(&stream, vec![event()], ExpectedVersion::Any).await.unwrap();
+                        store
+                            .append(&stream, vec![event()], ExpectedVersion::Any)
+                            .await
+                            .unwrap();
                     }
                 }
             })
@@ -175,7 +193,10 @@ fn appends(c: &mut Criterion, s: &Setup) {
     group.bench_function("lexigram", |b| {
         b.to_async(&s.runtime).iter(|| async {
             let events: Vec<NewEvent> = (0..100).map(|_| event()).collect();
-            s.store.append("hundred", events, ExpectedVersion::Any).await.unwrap();
+            s.store
+                .append("hundred", events, ExpectedVersion::Any)
+                .await
+                .unwrap();
         })
     });
     group.bench_function("raw", |b| {
@@ -201,7 +222,17 @@ fn appends(c: &mut Criterion, s: &Setup) {
     group.finish();
 }
 
-type RawRow = (i64, String, i64, uuid::Uuid, String, i32, String, MessageMetadata, DateTime<Utc>);
+type RawRow = (
+    i64,
+    String,
+    i64,
+    uuid::Uuid,
+    String,
+    i32,
+    String,
+    MessageMetadata,
+    DateTime<Utc>,
+);
 
 /// Decodes what an envelope holds: owned columns, metadata parsed.
 fn decode_raw(row: &sqlx::postgres::PgRow) -> RawRow {
@@ -226,7 +257,10 @@ fn reads(c: &mut Criterion, s: &Setup) {
         for chunk in 0..11 {
             let n = if chunk == 10 { 1 } else { 100 };
             let events: Vec<NewEvent> = (0..n).map(|_| event()).collect();
-            s.store.append("long", events, ExpectedVersion::Any).await.unwrap();
+            s.store
+                .append("long", events, ExpectedVersion::Any)
+                .await
+                .unwrap();
         }
         for v in 1..=1001 {
             raw_insert_one(&s.raw, &s.metadata, "long", v).await;
@@ -242,20 +276,27 @@ fn reads(c: &mut Criterion, s: &Setup) {
     });
     group.bench_function("raw", |b| {
         b.to_async(&s.runtime).iter(|| async {
-            let rows = sqlx::query(&format!("{RAW_SELECT} WHERE stream_id = $1 ORDER BY stream_version"))
-                .bind("long")
-                .fetch_all(&s.raw)
-                .await
-                .unwrap();
+            let rows = sqlx::query(&format!(
+                "{RAW_SELECT} WHERE stream_id = $1 ORDER BY stream_version"
+            ))
+            .bind("long")
+            .fetch_all(&s.raw)
+            .await
+            .unwrap();
             let decoded: Vec<RawRow> = rows.iter().map(decode_raw).collect();
             assert_eq!(decoded.len(), 1001);
         })
     });
     group.finish();
 
-    let total = s.runtime.block_on(async { s.store.count(None).await.unwrap() });
+    let total = s
+        .runtime
+        .block_on(async { s.store.count(None).await.unwrap() });
     let raw_total: i64 = s.runtime.block_on(async {
-        sqlx::query_scalar("SELECT count(*) FROM raw_events").fetch_one(&s.raw).await.unwrap()
+        sqlx::query_scalar("SELECT count(*) FROM raw_events")
+            .fetch_one(&s.raw)
+            .await
+            .unwrap()
     });
     let mut group = c.benchmark_group("stream_all");
     group.throughput(Throughput::Elements(total));

@@ -75,16 +75,26 @@ async fn raw_append(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn event_store_meets_the_contract() -> lexigram::Result<()> {
     let _serial = SERIAL.lock().await;
-    let Some(db) = TestDb::create().await else { return Ok(()) };
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
     event_store_suite(|schema| {
         let config = db.fresh_schema();
-        async move { Ok(PostgresEventStore::connect(&config).await?.with_schema(schema)) }
+        async move {
+            Ok(PostgresEventStore::connect(&config)
+                .await?
+                .with_schema(schema))
+        }
     })
     .await?;
     // Strict ordering meets the same contract.
     event_store_suite(|schema| {
         let config = db.fresh_schema().strict_ordering(true);
-        async move { Ok(PostgresEventStore::connect(&config).await?.with_schema(schema)) }
+        async move {
+            Ok(PostgresEventStore::connect(&config)
+                .await?
+                .with_schema(schema))
+        }
     })
     .await
 }
@@ -92,7 +102,9 @@ async fn event_store_meets_the_contract() -> lexigram::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_store_meets_the_contract() -> lexigram::Result<()> {
     let _serial = SERIAL.lock().await;
-    let Some(db) = TestDb::create().await else { return Ok(()) };
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
     snapshot_store_suite(|| {
         let config = db.fresh_schema();
         async move { PostgresSnapshotStore::connect(&config).await }
@@ -110,7 +122,9 @@ async fn snapshot_store_meets_the_contract() -> lexigram::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_following_the_log_never_misses_or_repeats_an_event() -> lexigram::Result<()> {
     let _serial = SERIAL.lock().await;
-    let Some(db) = TestDb::create().await else { return Ok(()) };
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
     const WRITERS: u64 = 8;
     const ROUNDS: u64 = 120;
     let config = db.config();
@@ -178,8 +192,12 @@ async fn a_reader_following_the_log_never_misses_or_repeats_an_event() -> lexigr
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     tx.commit().await.unwrap();
                     let positions: Vec<u64> = positions.into_iter().map(|p| p as u64).collect();
-                    out.committed
-                        .extend(events.iter().map(|e| e.event_id).zip(positions.iter().copied()));
+                    out.committed.extend(
+                        events
+                            .iter()
+                            .map(|e| e.event_id)
+                            .zip(positions.iter().copied()),
+                    );
                     out.held = Some((positions, Instant::now()));
                 } else if round % 7 == 5 {
                     // Rolled back on purpose, after taking positions.
@@ -220,14 +238,19 @@ async fn a_reader_following_the_log_never_misses_or_repeats_an_event() -> lexigr
     let (held_positions, held_commit) = held.unwrap();
     let held_max = held_positions.iter().copied().max().unwrap();
     assert!(
-        finished.iter().any(|(p, at)| *p > held_max && *at < held_commit),
+        finished
+            .iter()
+            .any(|(p, at)| *p > held_max && *at < held_commit),
         "no writer committed past the held transaction while it was open"
     );
     assert!(!rolled_back.is_empty());
 
     let unique: HashSet<EventId> = seen.iter().copied().collect();
     assert_eq!(unique.len(), seen.len(), "an event was seen twice");
-    assert!(unique.is_disjoint(&rolled_back), "a rolled-back event was seen");
+    assert!(
+        unique.is_disjoint(&rolled_back),
+        "a rolled-back event was seen"
+    );
     let expected: HashSet<EventId> = committed.keys().copied().collect();
     let missed: Vec<_> = expected.difference(&unique).collect();
     assert!(
@@ -245,10 +268,14 @@ async fn a_reader_following_the_log_never_misses_or_repeats_an_event() -> lexigr
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_append_leaves_all_or_nothing() -> lexigram::Result<()> {
     let _serial = SERIAL.lock().await;
-    let Some(db) = TestDb::create().await else { return Ok(()) };
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
     let config = db.config();
     let store = Arc::new(PostgresEventStore::connect(&config).await?);
-    store.append("crash", batch(1), ExpectedVersion::NoStream).await?;
+    store
+        .append("crash", batch(1), ExpectedVersion::NoStream)
+        .await?;
 
     // Hold the stream's row so the append stops half-way: positions taken, nothing inserted.
     let mut locker = PgConnection::connect(&db.url).await.unwrap();
@@ -261,7 +288,11 @@ async fn a_killed_append_leaves_all_or_nothing() -> lexigram::Result<()> {
     let events = batch(100);
     let append = {
         let (store, events) = (Arc::clone(&store), events.clone());
-        tokio::spawn(async move { store.append("crash", events, ExpectedVersion::Exact(1)).await })
+        tokio::spawn(async move {
+            store
+                .append("crash", events, ExpectedVersion::Exact(1))
+                .await
+        })
     };
     let mut admin = PgConnection::connect(&db.url).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -285,17 +316,29 @@ async fn a_killed_append_leaves_all_or_nothing() -> lexigram::Result<()> {
     assert!(killed, "the append never reached the lock");
     let result = append.await.unwrap();
     assert!(
-        matches!(result, Err(Error::StoreConnection { .. } | Error::EventPersistence { .. })),
+        matches!(
+            result,
+            Err(Error::StoreConnection { .. } | Error::EventPersistence { .. })
+        ),
         "a killed append is an error: {result:?}"
     );
     lock_tx.rollback().await.unwrap();
 
-    assert_eq!(store.count(Some("crash")).await?, 1, "none of the 100 events");
+    assert_eq!(
+        store.count(Some("crash")).await?,
+        1,
+        "none of the 100 events"
+    );
     assert_eq!(store.version("crash").await?, 1);
     assert_eq!(store.read_all(0, 1_000, None).await?.len(), 1);
     // The lock the killed session took in its critical section died with it: appends go on.
-    let written = store.append("crash", events, ExpectedVersion::Exact(1)).await?;
-    assert_eq!(written.version, 101, "all 100 events when nothing interferes");
+    let written = store
+        .append("crash", events, ExpectedVersion::Exact(1))
+        .await?;
+    assert_eq!(
+        written.version, 101,
+        "all 100 events when nothing interferes"
+    );
     assert_eq!(store.read("crash", VersionRange::all()).await?.len(), 101);
     assert_eq!(store.read_all(0, 1_000, None).await?.len(), 101);
     Ok(())
@@ -305,7 +348,9 @@ async fn a_killed_append_leaves_all_or_nothing() -> lexigram::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn races_are_concurrency_errors() -> lexigram::Result<()> {
     let _serial = SERIAL.lock().await;
-    let Some(db) = TestDb::create().await else { return Ok(()) };
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
     let store = Arc::new(PostgresEventStore::connect(&db.config()).await?);
 
     // Many writers creating the same stream at once: one wins, the rest conflict at version 1.
@@ -315,7 +360,9 @@ async fn races_are_concurrency_errors() -> lexigram::Result<()> {
             .map(|_| {
                 let (store, stream) = (Arc::clone(&store), stream.clone());
                 tokio::spawn(async move {
-                    store.append(&stream, batch(1), ExpectedVersion::NoStream).await
+                    store
+                        .append(&stream, batch(1), ExpectedVersion::NoStream)
+                        .await
                 })
             })
             .collect();
@@ -323,7 +370,9 @@ async fn races_are_concurrency_errors() -> lexigram::Result<()> {
         for task in tasks {
             match task.await.unwrap() {
                 Ok(_) => wins += 1,
-                Err(Error::Concurrency(ConcurrencyError { actual, expected, .. })) => {
+                Err(Error::Concurrency(ConcurrencyError {
+                    actual, expected, ..
+                })) => {
                     assert_eq!((actual, expected), (1, ExpectedVersion::NoStream));
                 }
                 Err(other) => panic!("a race must be a ConcurrencyError: {other}"),
@@ -334,7 +383,9 @@ async fn races_are_concurrency_errors() -> lexigram::Result<()> {
 
     // A row written behind the store's back takes the next version: the unique key on
     // (stream, version) fires inside the append, and is reported as a conflict.
-    store.append("side", batch(1), ExpectedVersion::NoStream).await?;
+    store
+        .append("side", batch(1), ExpectedVersion::NoStream)
+        .await?;
     let mut conn = PgConnection::connect(&db.url).await.unwrap();
     sqlx::query(
         "INSERT INTO lexigram_events (global_position, stream_id, stream_version, stream_hash, event_id, event_type, event_version, payload, metadata, recorded_at)
@@ -343,15 +394,27 @@ async fn races_are_concurrency_errors() -> lexigram::Result<()> {
     .execute(&mut conn)
     .await
     .unwrap();
-    let r = store.append("side", batch(1), ExpectedVersion::Exact(1)).await;
+    let r = store
+        .append("side", batch(1), ExpectedVersion::Exact(1))
+        .await;
     assert!(matches!(r, Err(Error::Concurrency(_))), "{r:?}");
-    assert_eq!(store.count(Some("side")).await?, 2, "the refused append wrote nothing");
+    assert_eq!(
+        store.count(Some("side")).await?,
+        2,
+        "the refused append wrote nothing"
+    );
 
     // The append function refuses to run after other writes in the same transaction, where it
     // could not keep positions in transaction order.
     let mut tx = conn.begin().await.unwrap();
-    sqlx::query("CREATE TEMP TABLE t (x int)").execute(&mut *tx).await.unwrap();
-    sqlx::query("INSERT INTO t VALUES (1)").execute(&mut *tx).await.unwrap();
+    sqlx::query("CREATE TEMP TABLE t (x int)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO t VALUES (1)")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     let ids = vec![uuid::Uuid::now_v7()];
     let err = sqlx::query(
         "SELECT * FROM lexigram_append('late', 1, -1, $1, ARRAY['x'], ARRAY[1], ARRAY['{}'], ARRAY['{}'], false)",
@@ -360,19 +423,29 @@ async fn races_are_concurrency_errors() -> lexigram::Result<()> {
     .execute(&mut *tx)
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("first write of its transaction"), "{err}");
+    assert!(
+        err.to_string().contains("first write of its transaction"),
+        "{err}"
+    );
     Ok(())
 }
 
 #[tokio::test]
 async fn an_older_schema_is_upgraded_and_rerunning_migrations_is_a_no_op() -> lexigram::Result<()> {
     let _serial = SERIAL.lock().await;
-    let Some(db) = TestDb::create().await else { return Ok(()) };
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
     let config = db.config().schema("app").table_prefix("es_");
     let store = PostgresEventStore::connect(&config).await?;
-    store.append("s", batch(2), ExpectedVersion::NoStream).await?;
+    store
+        .append("s", batch(2), ExpectedVersion::NoStream)
+        .await?;
     // Make it look like a database from before snapshots existed.
-    sqlx::query("DROP TABLE app.es_snapshots").execute(store.pool()).await.unwrap();
+    sqlx::query("DROP TABLE app.es_snapshots")
+        .execute(store.pool())
+        .await
+        .unwrap();
     sqlx::query("DELETE FROM app.es_migrations WHERE version = 2")
         .execute(store.pool())
         .await
@@ -381,17 +454,21 @@ async fn an_older_schema_is_upgraded_and_rerunning_migrations_is_a_no_op() -> le
 
     let store = PostgresEventStore::connect(&config).await?;
     let again = PostgresEventStore::connect(&config).await?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM app.es_migrations ORDER BY version")
-        .fetch_all(again.pool())
-        .await
-        .unwrap();
+    let applied: Vec<i64> =
+        sqlx::query_scalar("SELECT version FROM app.es_migrations ORDER BY version")
+            .fetch_all(again.pool())
+            .await
+            .unwrap();
     assert_eq!(applied, [1, 2], "upgraded once, then nothing to do");
     assert_eq!(store.version("s").await?, 2, "data kept");
     let snapshots = store.snapshot_store();
     snapshots
         .save(Snapshot::new("s".into(), "S", 2, serde_json::json!({}), 1))
         .await?;
-    assert!(snapshots.latest("s").await?.is_some(), "the new table works");
+    assert!(
+        snapshots.latest("s").await?.is_some(),
+        "the new table works"
+    );
 
     let err = PostgresEventStore::connect(&db.config().schema("x; DROP SCHEMA public"))
         .await
@@ -403,10 +480,15 @@ async fn an_older_schema_is_upgraded_and_rerunning_migrations_is_a_no_op() -> le
 #[tokio::test]
 async fn bad_rows_fail_alone_with_typed_errors() -> lexigram::Result<()> {
     let _serial = SERIAL.lock().await;
-    let Some(db) = TestDb::create().await else { return Ok(()) };
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
     let store = PostgresEventStore::connect(&db.config()).await?;
-    let good = |n: u64| NewEvent::from_event(&support::Counted { n }, MessageMetadata::new()).unwrap();
-    store.append("acc", vec![good(1)], ExpectedVersion::NoStream).await?;
+    let good =
+        |n: u64| NewEvent::from_event(&support::Counted { n }, MessageMetadata::new()).unwrap();
+    store
+        .append("acc", vec![good(1)], ExpectedVersion::NoStream)
+        .await?;
     let metadata = serde_json::to_string(&MessageMetadata::new()).unwrap();
     for (version, event_type, payload) in [
         (2_i64, "test.Counted", "{\"n\": 2,"),
@@ -430,26 +512,43 @@ async fn bad_rows_fail_alone_with_typed_errors() -> lexigram::Result<()> {
         .execute(store.pool())
         .await
         .unwrap();
-    store.append("acc", vec![good(4)], ExpectedVersion::Exact(3)).await?;
+    store
+        .append("acc", vec![good(4)], ExpectedVersion::Exact(3))
+        .await?;
     support::check_bad_rows(&store, "acc").await;
-    assert_eq!(store.read_all(0, 10, None).await?.len(), 4, "the global log reads too");
+    assert_eq!(
+        store.read_all(0, 10, None).await?.len(),
+        4,
+        "the global log reads too"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listeners_wake_up_once_per_append() -> lexigram::Result<()> {
     let _serial = SERIAL.lock().await;
-    let Some(db) = TestDb::create().await else { return Ok(()) };
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
     let store = PostgresEventStore::connect(&db.config()).await?;
     let mut wakeups = store.listen().await?;
-    let written = store.append("w", batch(50), ExpectedVersion::NoStream).await?;
+    let written = store
+        .append("w", batch(50), ExpectedVersion::NoStream)
+        .await?;
     let up_to = tokio::time::timeout(Duration::from_secs(5), wakeups.next())
         .await
         .expect("a wake-up after an append")?;
-    assert_eq!(Some(up_to), written.last_position(), "one signal for 50 events, naming the last");
+    assert_eq!(
+        Some(up_to),
+        written.last_position(),
+        "one signal for 50 events, naming the last"
+    );
     // Nothing more was sent for the 49 others.
     let extra = tokio::time::timeout(Duration::from_millis(200), wakeups.next()).await;
-    assert!(extra.is_err(), "a single notification per append: {extra:?}");
+    assert!(
+        extra.is_err(),
+        "a single notification per append: {extra:?}"
+    );
     // A conflicting append sends nothing either.
     let _ = store.append("w", batch(1), ExpectedVersion::NoStream).await;
     let extra = tokio::time::timeout(Duration::from_millis(200), wakeups.next()).await;
@@ -462,6 +561,15 @@ async fn a_closed_store_and_a_bad_server_say_what_failed() {
     let config = PostgresConfig::new("postgres://nobody@127.0.0.1:1/none")
         .acquire_timeout(Duration::from_millis(500));
     let err = PostgresEventStore::connect(&config).await.unwrap_err();
-    assert!(matches!(err, Error::StoreConnection { backend: "postgres", .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::StoreConnection {
+                backend: "postgres",
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("DSN"), "{err}");
 }

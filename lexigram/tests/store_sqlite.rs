@@ -45,7 +45,11 @@ async fn file_event_store_meets_the_contract() -> lexigram::Result<()> {
     let files = TempFiles::default();
     event_store_suite(|schema| {
         let config = files.config();
-        async move { Ok(SqliteEventStore::connect(&config).await?.with_schema(schema)) }
+        async move {
+            Ok(SqliteEventStore::connect(&config)
+                .await?
+                .with_schema(schema))
+        }
     })
     .await
 }
@@ -68,8 +72,10 @@ async fn snapshot_stores_meet_the_contract() -> lexigram::Result<()> {
         async move { SqliteSnapshotStore::connect(&config).await }
     })
     .await?;
-    snapshot_store_suite(|| async { SqliteSnapshotStore::connect(&SqliteConfig::in_memory()).await })
-        .await?;
+    snapshot_store_suite(|| async {
+        SqliteSnapshotStore::connect(&SqliteConfig::in_memory()).await
+    })
+    .await?;
     // Beside an event store, sharing its connections: closing it leaves the events usable.
     let opened = Arc::new(Mutex::new(Vec::new()));
     snapshot_store_suite(|| {
@@ -95,7 +101,9 @@ async fn reopening_runs_no_migration_twice_and_keeps_data() -> lexigram::Result<
     let config = files.config().table_prefix("app_");
     let store = SqliteEventStore::connect(&config).await?;
     let event = NewEvent::new("E", 1, Payload::encode(&1).unwrap(), MessageMetadata::new());
-    store.append("s", vec![event], ExpectedVersion::NoStream).await?;
+    store
+        .append("s", vec![event], ExpectedVersion::NoStream)
+        .await?;
     store.close().await?;
 
     let again = SqliteEventStore::connect(&config).await?;
@@ -104,7 +112,11 @@ async fn reopening_runs_no_migration_twice_and_keeps_data() -> lexigram::Result<
             .fetch_all(again.pool())
             .await
             .unwrap();
-    assert_eq!(applied.len(), 2, "each migration recorded once: {applied:?}");
+    assert_eq!(
+        applied.len(),
+        2,
+        "each migration recorded once: {applied:?}"
+    );
     assert_eq!(again.version("s").await?, 1, "data survives reopening");
     Ok(())
 }
@@ -115,17 +127,21 @@ async fn an_invalid_prefix_is_refused_before_touching_the_file() {
         .await
         .unwrap_err();
     assert!(matches!(err, lexigram::Error::Config { .. }), "{err}");
-    assert!(err.to_string().contains("not a valid SQL identifier"), "{err}");
+    assert!(
+        err.to_string().contains("not a valid SQL identifier"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
 async fn bad_rows_fail_alone_with_typed_errors() -> lexigram::Result<()> {
     let files = TempFiles::default();
     let store = SqliteEventStore::connect(&files.config()).await?;
-    let good = |n: u64| {
-        NewEvent::from_event(&support::Counted { n }, MessageMetadata::new()).unwrap()
-    };
-    store.append("acc", vec![good(1)], ExpectedVersion::NoStream).await?;
+    let good =
+        |n: u64| NewEvent::from_event(&support::Counted { n }, MessageMetadata::new()).unwrap();
+    store
+        .append("acc", vec![good(1)], ExpectedVersion::NoStream)
+        .await?;
     // Rows written behind the store's back: corrupt JSON, then a type nobody registered.
     let metadata = serde_json::to_string(&MessageMetadata::new()).unwrap();
     for (version, event_type, payload) in [
@@ -150,7 +166,9 @@ async fn bad_rows_fail_alone_with_typed_errors() -> lexigram::Result<()> {
         .execute(store.pool())
         .await
         .unwrap();
-    store.append("acc", vec![good(4)], ExpectedVersion::Exact(3)).await?;
+    store
+        .append("acc", vec![good(4)], ExpectedVersion::Exact(3))
+        .await?;
     support::check_bad_rows(&store, "acc").await;
     Ok(())
 }

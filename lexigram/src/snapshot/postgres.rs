@@ -112,7 +112,13 @@ impl PostgresSnapshotStore {
         row.map(into_snapshot).transpose()
     }
 
-    async fn delete(&self, sql: &str, aggregate_id: &str, keep: Option<usize>, what: &str) -> Result<u64> {
+    async fn delete(
+        &self,
+        sql: &str,
+        aggregate_id: &str,
+        keep: Option<usize>,
+        what: &str,
+    ) -> Result<u64> {
         self.check_open()?;
         let mut query = sqlx::query(sql).bind(aggregate_id);
         if let Some(keep) = keep {
@@ -135,8 +141,16 @@ impl SnapshotStore for PostgresSnapshotStore {
     async fn save(&self, snapshot: Snapshot) -> Result<()> {
         self.check_open()?;
         let id = snapshot.aggregate_id.as_str();
-        let what = format!("saving a snapshot of `{id}` at version {}", snapshot.version);
-        let mut tx = self.db.pool.begin().await.map_err(|e| unavailable(&what, e))?;
+        let what = format!(
+            "saving a snapshot of `{id}` at version {}",
+            snapshot.version
+        );
+        let mut tx = self
+            .db
+            .pool
+            .begin()
+            .await
+            .map_err(|e| unavailable(&what, e))?;
         sqlx::query(&self.db.names.snapshot_save)
             .bind(id)
             .bind(to_i64(snapshot.version))
@@ -170,14 +184,24 @@ impl SnapshotStore for PostgresSnapshotStore {
 
     async fn delete_old(&self, aggregate_id: &str, keep: usize) -> Result<u64> {
         let sql = Arc::clone(&self.db.names);
-        self.delete(&sql.snapshot_delete_old, aggregate_id, Some(keep), "deleting old snapshots")
-            .await
+        self.delete(
+            &sql.snapshot_delete_old,
+            aggregate_id,
+            Some(keep),
+            "deleting old snapshots",
+        )
+        .await
     }
 
     async fn delete_all(&self, aggregate_id: &str) -> Result<u64> {
         let sql = Arc::clone(&self.db.names);
-        self.delete(&sql.snapshot_delete_all, aggregate_id, None, "deleting the snapshots")
-            .await
+        self.delete(
+            &sql.snapshot_delete_all,
+            aggregate_id,
+            None,
+            "deleting the snapshots",
+        )
+        .await
     }
 
     async fn close(&self) -> Result<()> {

@@ -82,7 +82,12 @@ impl SqliteSnapshotStore {
 
     async fn fetch<'q>(
         &self,
-        query: sqlx::query::QueryAs<'q, sqlx::Sqlite, SnapshotRow, sqlx::sqlite::SqliteArguments<'q>>,
+        query: sqlx::query::QueryAs<
+            'q,
+            sqlx::Sqlite,
+            SnapshotRow,
+            sqlx::sqlite::SqliteArguments<'q>,
+        >,
         aggregate_id: &str,
     ) -> Result<Option<Snapshot>> {
         self.check_open()?;
@@ -124,7 +129,10 @@ impl SnapshotStore for SqliteSnapshotStore {
     async fn save(&self, snapshot: Snapshot) -> Result<()> {
         self.check_open()?;
         let id = snapshot.aggregate_id.as_str();
-        let what = format!("saving a snapshot of `{id}` at version {}", snapshot.version);
+        let what = format!(
+            "saving a snapshot of `{id}` at version {}",
+            snapshot.version
+        );
         let (_guard, mut tx) = self.db.begin_write().await?;
         sqlx::query(&self.db.sql.snapshot_save)
             .bind(id)

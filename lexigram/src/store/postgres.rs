@@ -6,12 +6,12 @@
 //! migrations), so any number of events costs one round trip, and the function runs as one
 //! transaction: all events or none, even if the connection dies half-way. Inside it:
 //!
-//! 1. the expected version is checked without locking (a stale writer gets a
-//!    [`ConcurrencyError`] and writes nothing);
+//! 1. an empty append only checks the expected version;
 //! 2. global positions are taken from a sequence **in transaction-id order** (see below);
-//! 3. the stream's row in `<prefix>streams` is claimed with a conditional update, which also
-//!    serialises writers of the same stream; losing that race is a [`ConcurrencyError`], as is
-//!    any unique-key race — never a raw driver error;
+//! 3. the stream's row in `<prefix>streams` is claimed with a conditional update that checks
+//!    the expected version and serialises writers of the same stream; a stale writer gets a
+//!    [`ConcurrencyError`] and writes nothing (its positions stay unused, which is allowed), as
+//!    does any unique-key race — never a raw driver error;
 //! 4. the events are inserted with one `INSERT ... SELECT` over the argument arrays.
 //!
 //! A retry is recognised by the client when the append conflicts or hits the unique key on
@@ -58,7 +58,7 @@
 //! let store = PostgresEventStore::connect(&config).await?;
 //! let mut wakeups = store.listen().await?;
 //!
-//! let event = NewEvent::new("bank.Deposited", 1, Payload::encode(&5)?, MessageMetadata::new());
+//! let event = NewEvent::new("bank.Deposited", 1, Payload::from_json_text("5"), MessageMetadata::new());
 //! store.append("acc-1", vec![event], ExpectedVersion::Any).await?;
 //!
 //! let up_to = wakeups.next().await?; // a new event is readable, up to this position
@@ -75,8 +75,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -483,16 +483,13 @@ DECLARE
     n integer := coalesce(cardinality(p_ids), 0);
 BEGIN
     o_recorded_at := now();
-    -- 1. A stale expectation costs no lock and no position. (Retries are recognised by the
-    --    client: on a conflict, or on the unique key of event ids.)
-    SELECT st.version INTO o_version FROM {streams} st WHERE st.stream_id = p_stream;
-    o_version := coalesce(o_version, 0);
-    IF p_expected >= 0 AND o_version <> p_expected THEN
-        o_status := 1;
-        RETURN;
-    END IF;
+    -- 1. An empty append only checks the version. (A non-empty one checks it in step 3, where
+    --    it also claims it; a stale writer then leaves a hole in the positions, which is fine.
+    --    Retries are recognised by the client: on a conflict, or on the event-id key.)
     IF n = 0 THEN
-        o_status := 0;
+        SELECT st.version INTO o_version FROM {streams} st WHERE st.stream_id = p_stream;
+        o_version := coalesce(o_version, 0);
+        o_status := CASE WHEN p_expected >= 0 AND o_version <> p_expected THEN 1 ELSE 0 END;
         o_positions := '{{}}';
         RETURN;
     END IF;
@@ -598,15 +595,18 @@ impl PgDb {
                 continue;
             }
             for statement in &migration.statements {
-                sqlx::query(statement).execute(&mut *tx).await.map_err(|e| {
-                    unavailable(
-                        &format!(
-                            "migration {} ({}) of `{s}.{p}*`",
-                            migration.version, migration.name
-                        ),
-                        e,
-                    )
-                })?;
+                sqlx::query(statement)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| {
+                        unavailable(
+                            &format!(
+                                "migration {} ({}) of `{s}.{p}*`",
+                                migration.version, migration.name
+                            ),
+                            e,
+                        )
+                    })?;
             }
             sqlx::query(&format!(
                 "INSERT INTO {s}.{p}migrations (version, name) VALUES ($1, $2)"
@@ -623,7 +623,7 @@ impl PgDb {
     }
 }
 
-/// An [`EventStore`] in PostgreSQL. Clones share the pool. See the [module docs](self).
+/// An [`EventStore`] in PostgreSQL. Clones share the pool. See the [module docs](crate::store::postgres).
 #[derive(Clone)]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub struct PostgresEventStore {
@@ -999,19 +999,21 @@ impl EventStore for PostgresEventStore {
             .acquire()
             .await
             .map_err(|e| unavailable(&format!("appending to stream `{stream}`"), e))?;
-        let outcome: std::result::Result<(i32, Option<i64>, Option<Vec<i64>>, Option<DateTime<Utc>>), _> =
-            sqlx::query_as(&self.db.names.append)
-                .bind(stream)
-                .bind(i64::from(stream_hash(stream)))
-                .bind(expected_arg)
-                .bind(&ids)
-                .bind(&types)
-                .bind(&versions)
-                .bind(&payloads)
-                .bind(&metadata)
-                .bind(self.db.strict)
-                .fetch_one(&mut *conn)
-                .await;
+        let outcome: std::result::Result<
+            (i32, Option<i64>, Option<Vec<i64>>, Option<DateTime<Utc>>),
+            _,
+        > = sqlx::query_as(&self.db.names.append)
+            .bind(stream)
+            .bind(i64::from(stream_hash(stream)))
+            .bind(expected_arg)
+            .bind(&ids)
+            .bind(&types)
+            .bind(&versions)
+            .bind(&payloads)
+            .bind(&metadata)
+            .bind(self.db.strict)
+            .fetch_one(&mut *conn)
+            .await;
         let (status, version, positions, recorded_at) = match outcome {
             Ok(row) => row,
             Err(err) => {
@@ -1029,8 +1031,11 @@ impl EventStore for PostgresEventStore {
         let version = version.unwrap_or(0);
         match status {
             0 => {
-                let positions: Vec<u64> =
-                    positions.unwrap_or_default().into_iter().map(to_u64).collect();
+                let positions: Vec<u64> = positions
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(to_u64)
+                    .collect();
                 tracing::debug!(version, first = ?positions.first(), "appended");
                 if let (Some(wake), Some(last)) = (&self.wake, positions.last()) {
                     wake.send_modify(|announced| *announced = (*announced).max(*last));
@@ -1173,7 +1178,7 @@ impl EventStore for PostgresEventStore {
     }
 
     /// The highest position a reader can safely continue after: the last settled event
-    /// (see the [module docs](self)).
+    /// (see the [module docs](crate::store::postgres)).
     async fn last_position(&self) -> Result<u64> {
         self.check_open()?;
         let last: i64 = sqlx::query_scalar(&self.db.names.last_position)

@@ -9,7 +9,33 @@
 //! position is never reused, even after the newest stream is deleted.
 //!
 //! The schema is created and upgraded on [`connect`](SqliteEventStore::connect), by versioned
-//! migrations recorded in `<prefix>migrations`.
+//! migrations recorded in `<prefix>migrations`; the events, streams and snapshots tables
+//! share one file, so [`SqliteEventStore::snapshot_store`] gives a snapshot store on the same
+//! connections.
+//!
+//! # Examples
+//!
+//! ```
+//! use lexigram::message::{MessageMetadata, NewEvent, Payload};
+//! use lexigram::snapshot::{Snapshot, SnapshotStore};
+//! use lexigram::store::{EventStore, ExpectedVersion, SqliteConfig, SqliteEventStore};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), lexigram::Error> {
+//! # let dir = std::env::temp_dir().join(format!("lexigram-doc-{}", uuid::Uuid::new_v4()));
+//! # std::fs::create_dir_all(&dir).map_err(|e| lexigram::Error::Config { problems: vec![e.to_string()] })?;
+//! let config = SqliteConfig::file(dir.join("bank.db")).table_prefix("bank_");
+//! let events = SqliteEventStore::connect(&config).await?;
+//! let deposited = NewEvent::new("bank.Deposited", 1, Payload::from_json_text("5"), MessageMetadata::new());
+//! events.append("acc-1", vec![deposited], ExpectedVersion::NoStream).await?;
+//!
+//! let snapshots = events.snapshot_store();
+//! snapshots.save(Snapshot::new("acc-1".into(), "Account", 1, serde_json::json!({"balance": 5}), 1)).await?;
+//! assert_eq!(events.version("acc-1").await?, 1);
+//! # events.close().await?;
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! # Ok(()) }
+//! ```
 
 use std::fmt;
 use std::path::PathBuf;
@@ -123,11 +149,7 @@ impl SqliteConfig {
         if self.max_connections == 0 {
             problems.push("sqlite.max_connections must be at least 1".into());
         }
-        if self
-            .path
-            .as_ref()
-            .is_some_and(|p| p.as_os_str().is_empty())
-        {
+        if self.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             problems.push(
                 "sqlite.path is empty: give a file name, or leave it out for an in-memory database"
                     .into(),
@@ -168,9 +190,7 @@ impl SqliteConfig {
             let pool = SqlitePoolOptions::new().max_connections(self.max_connections.max(1));
             (options, pool)
         };
-        let options = options
-            .busy_timeout(self.busy_timeout)
-            .foreign_keys(true);
+        let options = options.busy_timeout(self.busy_timeout).foreign_keys(true);
         let pool = pool_options
             .acquire_timeout(self.busy_timeout.max(Duration::from_secs(5)))
             .connect_with(options)
@@ -207,7 +227,10 @@ impl SqliteDb {
     /// Starts a write transaction: in-process lock first, then `BEGIN IMMEDIATE`.
     pub(crate) async fn begin_write(
         &self,
-    ) -> Result<(tokio::sync::MutexGuard<'_, ()>, Transaction<'static, Sqlite>)> {
+    ) -> Result<(
+        tokio::sync::MutexGuard<'_, ()>,
+        Transaction<'static, Sqlite>,
+    )> {
         let guard = self.write.lock().await;
         let tx = self
             .pool
@@ -227,11 +250,12 @@ impl SqliteDb {
         .execute(&mut *tx)
         .await
         .map_err(|e| unavailable("creating the migrations table", e))?;
-        let current: i64 =
-            sqlx::query_scalar(&format!("SELECT COALESCE(MAX(version), 0) FROM {p}migrations"))
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(|e| unavailable("reading the schema version", e))?;
+        let current: i64 = sqlx::query_scalar(&format!(
+            "SELECT COALESCE(MAX(version), 0) FROM {p}migrations"
+        ))
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| unavailable("reading the schema version", e))?;
         for migration in migrations(p) {
             if migration.version <= current || target.is_some_and(|t| migration.version > t) {
                 continue;
@@ -427,7 +451,7 @@ impl Statements {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), lexigram::Error> {
 /// let store = SqliteEventStore::connect(&SqliteConfig::in_memory()).await?;
-/// let event = NewEvent::new("cart.ItemAdded", 1, Payload::encode(&42)?, MessageMetadata::new());
+/// let event = NewEvent::new("cart.ItemAdded", 1, Payload::from_json_text("42"), MessageMetadata::new());
 /// store.append("cart-1", vec![event], ExpectedVersion::NoStream).await?;
 /// assert_eq!(store.read("cart-1", VersionRange::all()).await?.len(), 1);
 /// # Ok(()) }
@@ -513,7 +537,11 @@ impl SqliteEventStore {
         Ok(self.upcast(envelopes))
     }
 
-    async fn stream_version(&self, tx: &mut Transaction<'static, Sqlite>, stream: &str) -> Result<u64> {
+    async fn stream_version(
+        &self,
+        tx: &mut Transaction<'static, Sqlite>,
+        stream: &str,
+    ) -> Result<u64> {
         let version: Option<i64> = sqlx::query_scalar(&self.db.sql.version)
             .bind(stream)
             .fetch_optional(&mut **tx)
@@ -925,10 +953,18 @@ mod tests {
             .await
             .map_err(|e| unavailable("test", e))
         };
-        assert!(!tables(db.clone()).await?.contains(&"lexigram_snapshots".to_owned()));
+        assert!(
+            !tables(db.clone())
+                .await?
+                .contains(&"lexigram_snapshots".to_owned())
+        );
         db.migrate(None).await?;
         db.migrate(None).await?;
-        assert!(tables(db.clone()).await?.contains(&"lexigram_snapshots".to_owned()));
+        assert!(
+            tables(db.clone())
+                .await?
+                .contains(&"lexigram_snapshots".to_owned())
+        );
         let versions: Vec<i64> =
             sqlx::query_scalar("SELECT version FROM lexigram_migrations ORDER BY version")
                 .fetch_all(&db.pool)
@@ -940,7 +976,9 @@ mod tests {
 
     #[test]
     fn config_validation_lists_every_problem() {
-        let mut config = SqliteConfig::file("").table_prefix("Bad;").max_connections(0);
+        let mut config = SqliteConfig::file("")
+            .table_prefix("Bad;")
+            .max_connections(0);
         config.busy_timeout = Duration::from_secs(1);
         assert_eq!(config.validate().len(), 3, "{:?}", config.validate());
         assert!(SqliteConfig::default().validate().is_empty());

@@ -41,26 +41,55 @@ impl Apply<Counted> for Counter {
 /// unknown type (v3), a good `Counted` (v4). Checks that all four read, that the bad ones fail
 /// to decode with typed errors naming stream and version, and that the good ones decode.
 pub(crate) async fn check_bad_rows(store: &impl EventStore, stream: &str) {
-    let all = store.read(stream, VersionRange::all()).await.expect("the stream reads");
+    let all = store
+        .read(stream, VersionRange::all())
+        .await
+        .expect("the stream reads");
     let versions: Vec<u64> = all.iter().map(|e| e.stream_version).collect();
     assert_eq!(versions, [1, 2, 3, 4], "every row reads, bad ones included");
 
-    let corrupt = all[1].decode::<Counted>().expect_err("corrupt JSON must not decode");
-    assert_eq!((corrupt.stream.as_str(), corrupt.stream_version), (stream, 2));
-    assert!(matches!(corrupt.kind, EventLoadErrorKind::Corrupt(_)), "{corrupt}");
-    assert!(corrupt.to_string().contains(&format!("version 2 of stream `{stream}`")), "{corrupt}");
+    let corrupt = all[1]
+        .decode::<Counted>()
+        .expect_err("corrupt JSON must not decode");
+    assert_eq!(
+        (corrupt.stream.as_str(), corrupt.stream_version),
+        (stream, 2)
+    );
+    assert!(
+        matches!(corrupt.kind, EventLoadErrorKind::Corrupt(_)),
+        "{corrupt}"
+    );
+    assert!(
+        corrupt
+            .to_string()
+            .contains(&format!("version 2 of stream `{stream}`")),
+        "{corrupt}"
+    );
 
     let mut counter = Counter::default();
-    let unknown = counter.apply_stored(&all[2]).expect_err("an unknown type must not apply");
-    assert_eq!((unknown.stream.as_str(), unknown.stream_version), (stream, 3));
-    assert!(matches!(unknown.kind, EventLoadErrorKind::UnknownType), "{unknown}");
+    let unknown = counter
+        .apply_stored(&all[2])
+        .expect_err("an unknown type must not apply");
+    assert_eq!(
+        (unknown.stream.as_str(), unknown.stream_version),
+        (stream, 3)
+    );
+    assert!(
+        matches!(unknown.kind, EventLoadErrorKind::UnknownType),
+        "{unknown}"
+    );
     assert!(unknown.to_string().contains("nobody.Knows"), "{unknown}");
 
     for good in [&all[0], &all[3]] {
-        counter.apply_stored(good).expect("the good events still apply");
+        counter
+            .apply_stored(good)
+            .expect("the good events still apply");
     }
     assert_eq!(counter.total, 1 + 4);
-    let tail = store.read(stream, VersionRange::from(3)).await.expect("reads");
+    let tail = store
+        .read(stream, VersionRange::from(3))
+        .await
+        .expect("reads");
     assert_eq!(tail.len(), 2, "reading past a bad row works");
 }
 
