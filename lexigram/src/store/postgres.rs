@@ -891,11 +891,13 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 async fn notifier(pool: PgPool, channel: String, mut appended: watch::Receiver<u64>) {
     while appended.changed().await.is_ok() {
         let position = *appended.borrow_and_update();
-        let sent = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(&channel)
-            .bind(position.to_string())
-            .execute(&pool)
-            .await;
+        // A hint, not data: its commit need not wait for the WAL flush.
+        let sent =
+            sqlx::query("SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)")
+                .bind(&channel)
+                .bind(position.to_string())
+                .execute(&pool)
+                .await;
         match sent {
             Ok(_) => {}
             Err(sqlx::Error::PoolClosed) => return,
