@@ -23,6 +23,10 @@
 
 mod manager;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::fmt;
 use std::sync::Arc;
@@ -37,6 +41,12 @@ use crate::message::AggregateId;
 
 pub use manager::SnapshotManager;
 pub use memory::InMemorySnapshotStore;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres::PostgresSnapshotStore;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use sqlite::SqliteSnapshotStore;
 
 /// An aggregate's state at one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,360 @@
+//! What the SQL backends share: identifier validation, the migration list type, batch checks,
+//! idempotent-retry detection, and turning stored rows back into envelopes.
+//!
+//! Nothing here is public: each backend (`sqlite`, `postgres`) runs its own migrations with
+//! its own locking, but both describe them with [`Migration`] and hold the same rules.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+
+use super::{AppendResult, ExpectedVersion};
+use crate::error::{BoxError, Error, EventLoadError, EventLoadErrorKind, Result};
+use crate::message::{EventEnvelope, EventId, MessageMetadata, NewEvent, Payload, StreamId};
+
+/// The longest identifier (table prefix, schema) accepted from configuration.
+pub(crate) const MAX_IDENTIFIER: usize = 41;
+
+/// Whether `value` matches `^[a-z_][a-z0-9_]{0,40}$`: safe to splice into SQL unquoted.
+pub(crate) fn is_identifier(value: &str) -> bool {
+    let mut bytes = value.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_');
+    first_ok
+        && value.len() <= MAX_IDENTIFIER
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Adds a problem to `problems` unless `value` is a valid identifier (or, when `allow_empty`,
+/// empty).
+pub(crate) fn check_identifier(
+    what: &str,
+    value: &str,
+    allow_empty: bool,
+    problems: &mut Vec<String>,
+) {
+    if (allow_empty && value.is_empty()) || is_identifier(value) {
+        return;
+    }
+    problems.push(format!(
+        "{what} `{value}` is not a valid SQL identifier: use 1 to {MAX_IDENTIFIER} lowercase ASCII letters, digits or `_`, not starting with a digit"
+    ));
+}
+
+/// One step of a backend's schema. Steps run in `version` order, each once, each in its own
+/// transaction, and are recorded in the `<prefix>migrations` table.
+#[derive(Debug)]
+pub(crate) struct Migration {
+    /// 1-based, dense.
+    pub(crate) version: i64,
+    /// What the step does, recorded beside its version.
+    pub(crate) name: &'static str,
+    /// The statements, run in order.
+    pub(crate) statements: Vec<String>,
+}
+
+/// Checks a batch before it is written: valid JSON payloads, no id twice.
+pub(crate) fn check_batch(stream: &str, events: &[NewEvent]) -> Result<()> {
+    let mut seen = HashSet::with_capacity(events.len());
+    for event in events {
+        if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(event.payload.as_str()) {
+            return Err(Error::EventPersistence {
+                stream: StreamId::from(stream),
+                reason: format!(
+                    "the payload of event `{}` ({}) is not valid JSON; encode events with `Payload::encode`",
+                    event.event_type, event.event_id
+                ),
+                source: Some(Box::new(err)),
+            });
+        }
+        if !seen.insert(event.event_id) {
+            return Err(duplicate_id(stream, event.event_id, None));
+        }
+    }
+    Ok(())
+}
+
+/// The error for an event id that is stored already (or twice in one batch).
+pub(crate) fn duplicate_id(stream: &str, id: EventId, source: Option<BoxError>) -> Error {
+    Error::EventPersistence {
+        stream: StreamId::from(stream),
+        reason: format!(
+            "event id {id} appears twice or is already stored, and this append is not an exact retry of the one that stored it; give every new event its own id"
+        ),
+        source,
+    }
+}
+
+/// Serializes an event's metadata for storage.
+pub(crate) fn metadata_text(stream: &str, event: &NewEvent) -> Result<String> {
+    serde_json::to_string(&event.metadata).map_err(|err| Error::EventPersistence {
+        stream: StreamId::from(stream),
+        reason: format!(
+            "could not serialize the metadata of event `{}` ({})",
+            event.event_type, event.event_id
+        ),
+        source: Some(Box::new(err)),
+    })
+}
+
+/// The version the first event of a retried append must have been stored at, plus one.
+///
+/// `first_version` is where the first event's id is stored.
+pub(crate) fn retry_start(expected: ExpectedVersion, first_version: u64) -> u64 {
+    expected
+        .start()
+        .unwrap_or_else(|| first_version.saturating_sub(1))
+}
+
+/// An event already stored: what a retry is compared against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredSlot {
+    pub(crate) version: u64,
+    pub(crate) event_id: EventId,
+    pub(crate) position: u64,
+    pub(crate) recorded_at: DateTime<Utc>,
+}
+
+/// Decides whether an append whose first event id is already stored (in `first_stream` at
+/// `first_version`) is an exact retry: every event stored, in order, in `stream`, at the
+/// versions the append would have given them (`start + 1 ..`). `stored` holds the stream's
+/// events in that version range.
+pub(crate) fn retry_result(
+    stream: &str,
+    events: &[NewEvent],
+    start: u64,
+    first_stream: &str,
+    first_version: u64,
+    stored: &[StoredSlot],
+) -> Result<AppendResult> {
+    let mut positions = Vec::with_capacity(events.len());
+    let mut recorded_at = None;
+    for (offset, event) in (1u64..).zip(events) {
+        let version = start + offset;
+        match stored.iter().find(|s| s.version == version) {
+            Some(slot) if slot.event_id == event.event_id && first_stream == stream => {
+                positions.push(slot.position);
+                recorded_at.get_or_insert(slot.recorded_at);
+            }
+            _ => {
+                let id = events.first().map(|e| e.event_id).unwrap_or(event.event_id);
+                return Err(Error::EventPersistence {
+                    stream: StreamId::from(stream),
+                    reason: format!(
+                        "event id {id} is already stored at version {first_version} of stream `{first_stream}`, \
+                         and this append is not an exact retry of that one; give new events new ids"
+                    ),
+                    source: None,
+                });
+            }
+        }
+    }
+    Ok(AppendResult::new(
+        start + events.len() as u64,
+        positions,
+        recorded_at.unwrap_or_else(Utc::now),
+    ))
+}
+
+/// An event row as read from a SQL table, before it becomes an envelope.
+#[derive(Debug)]
+pub(crate) struct EventRow<'r> {
+    pub(crate) global_position: i64,
+    pub(crate) stream_id: StreamId,
+    pub(crate) stream_version: i64,
+    pub(crate) event_id: EventId,
+    pub(crate) event_type: Arc<str>,
+    pub(crate) event_version: i64,
+    pub(crate) payload: &'r str,
+    pub(crate) metadata: &'r str,
+    pub(crate) recorded_at: DateTime<Utc>,
+}
+
+impl EventRow<'_> {
+    /// The envelope. The payload is not parsed (a corrupt one fails when decoded); metadata
+    /// that does not parse is an [`EventLoadError`] naming the stream and version.
+    pub(crate) fn into_envelope(self) -> Result<EventEnvelope> {
+        let stream_id = self.stream_id;
+        let stream_version = to_u64(self.stream_version);
+        let event_type = self.event_type;
+        let metadata: MessageMetadata = match serde_json::from_str(self.metadata) {
+            Ok(metadata) => metadata,
+            Err(err) => {
+                return Err(EventLoadError::new(
+                    stream_id,
+                    stream_version,
+                    event_type,
+                    EventLoadErrorKind::Corrupt(err),
+                )
+                .into());
+            }
+        };
+        let event = NewEvent {
+            event_id: self.event_id,
+            event_type,
+            event_version: u32::try_from(self.event_version).unwrap_or(0),
+            payload: Payload::from_json_text(self.payload),
+            metadata,
+        };
+        Ok(EventEnvelope::new(
+            event,
+            stream_id,
+            stream_version,
+            to_u64(self.global_position),
+            self.recorded_at,
+        ))
+    }
+}
+
+/// Shares the stream id and event type strings between the rows of one read, so a page of
+/// events of one stream holds one copy of each instead of one per row.
+#[derive(Debug, Default)]
+pub(crate) struct Interner {
+    stream: Option<StreamId>,
+    types: Vec<Arc<str>>,
+}
+
+impl Interner {
+    /// The stream id, shared with the previous row when it is the same.
+    pub(crate) fn stream(&mut self, id: &str) -> StreamId {
+        if let Some(last) = &self.stream
+            && last.as_str() == id
+        {
+            return last.clone();
+        }
+        let stream = StreamId::from(id);
+        self.stream = Some(stream.clone());
+        stream
+    }
+
+    /// The event type, shared with earlier rows of the same type (up to 32 types).
+    pub(crate) fn event_type(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.types.iter().find(|t| &***t == name) {
+            return Arc::clone(known);
+        }
+        let name: Arc<str> = Arc::from(name);
+        if self.types.len() < 32 {
+            self.types.push(Arc::clone(&name));
+        }
+        name
+    }
+}
+
+/// A stored (non-negative) integer as `u64`.
+pub(crate) fn to_u64(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A `u64` for a SQL `bigint`, saturating at `i64::MAX` (no store gets there).
+pub(crate) fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// A `usize` limit for SQL, saturating.
+pub(crate) fn limit_i64(value: usize) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_strict() {
+        for ok in ["a", "_", "lexigram_", "events2", &"a".repeat(41)] {
+            assert!(is_identifier(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "1a",
+            "A",
+            "a-b",
+            "a b",
+            "a;drop table x",
+            "\"a\"",
+            "é",
+            &"a".repeat(42),
+        ] {
+            assert!(!is_identifier(bad), "{bad}");
+        }
+        let mut problems = Vec::new();
+        check_identifier("table prefix", "", true, &mut problems);
+        check_identifier("schema", "", false, &mut problems);
+        check_identifier("schema", "Bad", false, &mut problems);
+        assert_eq!(problems.len(), 2);
+        assert!(problems[1].contains("`Bad`"));
+    }
+
+    #[test]
+    fn retry_start_follows_the_expectation() {
+        assert_eq!(retry_start(ExpectedVersion::Any, 5), 4);
+        assert_eq!(retry_start(ExpectedVersion::NoStream, 5), 0);
+        assert_eq!(retry_start(ExpectedVersion::Exact(3), 5), 3);
+    }
+}
+
+/// Serde for a `Duration` written as whole milliseconds (`busy_timeout = 5000`).
+pub(crate) mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        u64::deserialize(deserializer).map(Duration::from_millis)
+    }
+}
+
+/// Serde for an optional `Duration` written as whole milliseconds (or `null`).
+#[cfg(feature = "postgres")]
+pub(crate) mod option_duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(
+        value: &Option<Duration>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => serializer.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => serializer.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(deserializer).map(|v| v.map(Duration::from_millis))
+    }
+}
+
+/// Parses a stored event id (kept as text by SQLite) into an [`EventId`], or an error that
+/// names the stream and version.
+#[cfg(feature = "sqlite")]
+pub(crate) fn parse_event_id(
+    text: &str,
+    stream: &str,
+    version: i64,
+    event_type: &str,
+) -> Result<EventId> {
+    serde_json::from_value::<EventId>(serde_json::Value::String(text.to_owned())).map_err(|err| {
+        EventLoadError::new(
+            StreamId::from(stream),
+            to_u64(version),
+            Arc::from(event_type),
+            EventLoadErrorKind::Corrupt(err),
+        )
+        .into()
+    })
+}

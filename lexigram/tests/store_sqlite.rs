@@ -1,0 +1,174 @@
+//! The SQLite stores against the shared behavioural suites, on a file and in memory, plus
+//! migrations and rows that cannot be decoded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use lexigram::message::{MessageMetadata, NewEvent, Payload};
+use lexigram::snapshot::SqliteSnapshotStore;
+use lexigram::store::{EventStore, ExpectedVersion, SqliteConfig, SqliteEventStore, stream_hash};
+use lexigram::testing::{event_store_suite, snapshot_store_suite};
+
+/// Temporary database files, removed (with their WAL files) when dropped.
+#[derive(Default, Clone)]
+struct TempFiles(Arc<Mutex<Vec<PathBuf>>>);
+
+impl TempFiles {
+    fn config(&self) -> SqliteConfig {
+        let path = std::env::temp_dir().join(format!("lexigram-test-{}.db", uuid::Uuid::new_v4()));
+        self.0.lock().unwrap().push(path.clone());
+        SqliteConfig::file(path)
+    }
+}
+
+impl Drop for TempFiles {
+    fn drop(&mut self) {
+        if Arc::strong_count(&self.0) > 1 {
+            return;
+        }
+        for path in self.0.lock().unwrap().drain(..) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut name = path.clone().into_os_string();
+                name.push(suffix);
+                let _ = std::fs::remove_file(name);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn file_event_store_meets_the_contract() -> lexigram::Result<()> {
+    let files = TempFiles::default();
+    event_store_suite(|schema| {
+        let config = files.config();
+        async move {
+            Ok(SqliteEventStore::connect(&config)
+                .await?
+                .with_schema(schema))
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_event_store_meets_the_contract() -> lexigram::Result<()> {
+    event_store_suite(|schema| async move {
+        Ok(SqliteEventStore::connect(&SqliteConfig::in_memory())
+            .await?
+            .with_schema(schema))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn snapshot_stores_meet_the_contract() -> lexigram::Result<()> {
+    let files = TempFiles::default();
+    snapshot_store_suite(|| {
+        let config = files.config();
+        async move { SqliteSnapshotStore::connect(&config).await }
+    })
+    .await?;
+    snapshot_store_suite(|| async {
+        SqliteSnapshotStore::connect(&SqliteConfig::in_memory()).await
+    })
+    .await?;
+    // Beside an event store, sharing its connections: closing it leaves the events usable.
+    let opened = Arc::new(Mutex::new(Vec::new()));
+    snapshot_store_suite(|| {
+        let opened = Arc::clone(&opened);
+        async move {
+            let events = SqliteEventStore::connect(&SqliteConfig::in_memory()).await?;
+            let store = events.snapshot_store();
+            opened.lock().unwrap().push(events);
+            Ok(store)
+        }
+    })
+    .await?;
+    let events: Vec<SqliteEventStore> = opened.lock().unwrap().drain(..).collect();
+    for store in events {
+        store.ping().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn reopening_runs_no_migration_twice_and_keeps_data() -> lexigram::Result<()> {
+    let files = TempFiles::default();
+    let config = files.config().table_prefix("app_");
+    let store = SqliteEventStore::connect(&config).await?;
+    let event = NewEvent::new("E", 1, Payload::encode(&1).unwrap(), MessageMetadata::new());
+    store
+        .append("s", vec![event], ExpectedVersion::NoStream)
+        .await?;
+    store.close().await?;
+
+    let again = SqliteEventStore::connect(&config).await?;
+    let applied: Vec<(i64, String)> =
+        sqlx::query_as("SELECT version, name FROM app_migrations ORDER BY version")
+            .fetch_all(again.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        applied.len(),
+        2,
+        "each migration recorded once: {applied:?}"
+    );
+    assert_eq!(again.version("s").await?, 1, "data survives reopening");
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_invalid_prefix_is_refused_before_touching_the_file() {
+    let err = SqliteEventStore::connect(&SqliteConfig::in_memory().table_prefix("x; DROP TABLE y"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, lexigram::Error::Config { .. }), "{err}");
+    assert!(
+        err.to_string().contains("not a valid SQL identifier"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn bad_rows_fail_alone_with_typed_errors() -> lexigram::Result<()> {
+    let files = TempFiles::default();
+    let store = SqliteEventStore::connect(&files.config()).await?;
+    let good =
+        |n: u64| NewEvent::from_event(&support::Counted { n }, MessageMetadata::new()).unwrap();
+    store
+        .append("acc", vec![good(1)], ExpectedVersion::NoStream)
+        .await?;
+    // Rows written behind the store's back: corrupt JSON, then a type nobody registered.
+    let metadata = serde_json::to_string(&MessageMetadata::new()).unwrap();
+    for (version, event_type, payload) in [
+        (2, "test.Counted", "{\"n\": 2,"),
+        (3, "nobody.Knows", "{\"n\": 3}"),
+    ] {
+        sqlx::query(
+            "INSERT INTO lexigram_events (stream_id, stream_version, stream_hash, event_id, event_type, event_version, payload, metadata, recorded_at)
+             VALUES ('acc', ?1, ?2, ?3, ?4, 1, ?5, ?6, 0)",
+        )
+        .bind(version)
+        .bind(i64::from(stream_hash("acc")))
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(event_type)
+        .bind(payload)
+        .bind(&metadata)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE lexigram_streams SET version = 3 WHERE stream_id = 'acc'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store
+        .append("acc", vec![good(4)], ExpectedVersion::Exact(3))
+        .await?;
+    support::check_bad_rows(&store, "acc").await;
+    Ok(())
+}
