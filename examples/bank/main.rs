@@ -202,7 +202,13 @@ async fn balance(query: GetBalance, view: Dep<Balances>) -> lexigram::Result<Opt
 
 #[tokio::main]
 async fn main() -> Result<(), lexigram::Error> {
-    let config = EventsConfig::memory();
+    // The embedded durable default: a SQLite file (fresh for each run of the example).
+    let path = std::env::temp_dir().join("lexigram-bank-example.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    println!("Events are stored in {}", path.display());
+    let config = EventsConfig::sqlite(&path);
     let app = App::builder()
         .module(EventsModule::configure(config))
         .provide(Balances::default())
@@ -296,11 +302,13 @@ async fn main() -> Result<(), lexigram::Error> {
     println!("  Bob: {}", bob_balance.unwrap_or_default());
 
     let health = app.health().await;
-    println!(
-        "Health: {:?} ({} components)",
-        health.status,
-        health.components.len()
-    );
+    println!("Health: {:?}", health.status);
+    for component in &health.components {
+        println!(
+            "  {}: {:?}, {}",
+            component.name, component.status, component.detail
+        );
+    }
     app.shutdown().await?;
     if ada_balance != Some(105) || bob_balance != Some(20) {
         return Err(Error::Config {

@@ -14,6 +14,14 @@ pub enum StoreConfig {
     /// In memory: nothing survives a restart. The default, and what tests use.
     #[default]
     Memory,
+    /// A SQLite file (or private in-memory database): the embedded durable default.
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    Sqlite(crate::store::SqliteConfig),
+    /// PostgreSQL, shared by many processes.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    Postgres(crate::store::PostgresConfig),
 }
 
 impl StoreConfig {
@@ -21,14 +29,35 @@ impl StoreConfig {
     pub fn backend(&self) -> &'static str {
         match self {
             Self::Memory => "memory",
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => "postgres",
         }
     }
 
+    #[cfg_attr(
+        not(any(feature = "sqlite", feature = "postgres")),
+        allow(unused_variables)
+    )]
     fn validate(&self, problems: &mut Vec<String>) {
         match self {
             Self::Memory => {}
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(config) => problems.extend(
+                config
+                    .validate()
+                    .into_iter()
+                    .map(|p| format!("`store` (sqlite): {p}")),
+            ),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(config) => problems.extend(
+                config
+                    .validate()
+                    .into_iter()
+                    .map(|p| format!("`store` (postgres): {p}")),
+            ),
         }
-        let _ = problems;
     }
 }
 
@@ -127,6 +156,26 @@ impl EventsConfig {
     /// In-memory stores and default buses.
     pub fn memory() -> Self {
         Self::default()
+    }
+
+    /// A SQLite database file (created if missing) and default buses.
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    pub fn sqlite(path: impl Into<std::path::PathBuf>) -> Self {
+        Self {
+            store: StoreConfig::Sqlite(crate::store::SqliteConfig::file(path)),
+            ..Self::default()
+        }
+    }
+
+    /// PostgreSQL at `dsn` and default buses.
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn postgres(dsn: impl Into<crate::config::Secret>) -> Self {
+        Self {
+            store: StoreConfig::Postgres(crate::store::PostgresConfig::new(dsn)),
+            ..Self::default()
+        }
     }
 
     /// Reads a TOML document. Unknown keys are errors.

@@ -114,18 +114,34 @@ impl EventsModule {
         &self.config
     }
 
-    fn open_stores(
+    /// Opens the configured event and snapshot stores.
+    async fn open_stores(
         &self,
         schema: &Arc<SchemaRegistry>,
-    ) -> (Arc<dyn EventStore>, Arc<dyn SnapshotStore>) {
-        match &self.config.store {
+    ) -> Result<(Arc<dyn EventStore>, Arc<dyn SnapshotStore>)> {
+        let keep = self.config.snapshots.keep;
+        Ok(match &self.config.store {
             StoreConfig::Memory => (
                 Arc::new(InMemoryEventStore::new().with_schema(Arc::clone(schema))),
-                Arc::new(
-                    InMemorySnapshotStore::new().with_max_per_aggregate(self.config.snapshots.keep),
-                ),
+                Arc::new(InMemorySnapshotStore::new().with_max_per_aggregate(keep)),
             ),
-        }
+            #[cfg(feature = "sqlite")]
+            StoreConfig::Sqlite(config) => {
+                let store = crate::store::SqliteEventStore::connect(config)
+                    .await?
+                    .with_schema(Arc::clone(schema));
+                let snapshots = store.snapshot_store().with_max_per_aggregate(keep);
+                (Arc::new(store), Arc::new(snapshots))
+            }
+            #[cfg(feature = "postgres")]
+            StoreConfig::Postgres(config) => {
+                let store = crate::store::PostgresEventStore::connect(config)
+                    .await?
+                    .with_schema(Arc::clone(schema));
+                let snapshots = store.snapshot_store().with_max_per_aggregate(keep);
+                (Arc::new(store), Arc::new(snapshots))
+            }
+        })
     }
 }
 
@@ -146,7 +162,24 @@ impl Module for EventsModule {
         aggregate_name_clashes(problems);
         // An invalid bus configuration is reported by `validate` above.
         let bus = EventBus::with_config(self.config.event_bus.clone()).unwrap_or_default();
-        let (events, snapshot_store) = self.open_stores(&schema);
+        let (events, snapshot_store) = match self.open_stores(&schema).await {
+            Ok(stores) => stores,
+            Err(err) => {
+                problems.push(
+                    Problem::new(format!(
+                        "cannot open the {} store: {err}",
+                        self.config.store.backend()
+                    ))
+                    .help("check `store` in the configuration and that the database is reachable"),
+                );
+                // Keep wiring over in-memory stores, to report every other problem too.
+                (
+                    Arc::new(InMemoryEventStore::new().with_schema(Arc::clone(&schema)))
+                        as Arc<dyn EventStore>,
+                    Arc::new(InMemorySnapshotStore::new()) as Arc<dyn SnapshotStore>,
+                )
+            }
+        };
         let policy = self.config.snapshots.policy();
         let snapshots = (!matches!(policy, SnapshotPolicy::Never)).then(|| {
             SnapshotManager::shared(Arc::clone(&snapshot_store), policy)

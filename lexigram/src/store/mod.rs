@@ -1,7 +1,7 @@
 //! Event stores: the append-only log every other part of lexigram reads from.
 //!
 //! [`EventStore`] is the contract every backend meets (and proves, by passing the behavioural
-//! suite in [`testing`](crate::testing)):
+//! suite in the `testing` module, behind the `testing` feature):
 //!
 //! - **Atomic, optimistic appends.** [`append`](EventStore::append) writes all events or none,
 //!   after checking an [`ExpectedVersion`]; a mismatch is a
