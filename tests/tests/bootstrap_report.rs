@@ -169,3 +169,22 @@ async fn a_type_provided_twice_is_reported_with_both_places() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn providing_what_a_module_provides_is_a_conflict_unless_replaced()
+-> Result<(), lexigram::Error> {
+    let err = App::builder()
+        .module(EventsModule::stub().handler_modules(["bootstrap_report::legacy"]))
+        .provide(Mailer)
+        .provide(EventsConfig::memory())
+        .build()
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        err.contains("`lexigram::config::events::EventsConfig` is provided twice"),
+        "{err}"
+    );
+    Ok(())
+}

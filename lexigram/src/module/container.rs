@@ -59,6 +59,8 @@ struct Entry {
     type_name: &'static str,
     provider: Provider,
     location: Location,
+    /// Provided with `replace`: overrides any other provider without being a conflict.
+    replaces: bool,
 }
 
 /// Typed providers by type. Built by [`AppBuilder`](crate::module::AppBuilder) (or by hand in
@@ -158,6 +160,7 @@ impl Container {
             type_name,
             provider,
             location,
+            replaces: replace,
         };
         if let Some(old) = self.entries.insert(TypeId::of::<T>(), entry)
             && !replace
@@ -167,11 +170,18 @@ impl Container {
         self
     }
 
-    /// Moves every provider of `other` into this container, replacing providers of the same
-    /// types (what the app builder provides overrides what modules provide).
+    /// Moves every provider of `other` (the app builder's) into this container (the
+    /// modules'). A type both provide is a conflict unless `other` used `replace`.
     pub(crate) fn absorb(&mut self, other: Container) {
-        self.entries.extend(other.entries);
         self.duplicates.extend(other.duplicates);
+        for (id, entry) in other.entries {
+            let (type_name, location, replaces) = (entry.type_name, entry.location, entry.replaces);
+            if let Some(old) = self.entries.insert(id, entry)
+                && !replaces
+            {
+                self.duplicates.push((type_name, old.location, location));
+            }
+        }
     }
 
     /// The `T` provided, if any.
