@@ -6,39 +6,67 @@
 //!
 //! # Quick start
 //!
-//! ```
+//! Events, an aggregate, a command handler and an event handler; the app wires them at
+//! startup and checks the wiring (every problem reported at once, with `file:line`).
+//!
+//! ```rust,standalone_crate
 //! use lexigram::prelude::*;
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! #[derive(Debug, Clone, Serialize, Deserialize, Event)]
+//! #[event(name = "bank.Deposited", version = 1)]
 //! struct Deposited { amount: u64 }
-//! impl Event for Deposited { const NAME: &'static str = "bank.Deposited"; const VERSION: u32 = 1; }
 //!
 //! #[derive(Debug, Default, Serialize, Deserialize)]
 //! struct Account { balance: u64 }
 //!
-//! impl Aggregate for Account {
-//!     const TYPE: &'static str = "Account";
-//!     fn apply_stored(&mut self, event: &EventEnvelope) -> Result<(), EventLoadError> {
-//!         Route::new(self, event).on::<Deposited>().finish()
-//!     }
+//! #[aggregate(name = "Account")]
+//! impl Account {
+//!     #[apply]
+//!     fn deposited(&mut self, e: &Deposited) { self.balance += e.amount; }
 //! }
-//! impl Apply<Deposited> for Account {
-//!     fn apply(&mut self, event: &Deposited) { self.balance += event.amount; }
+//!
+//! #[derive(Debug, Command)]
+//! #[command(output = u64)]
+//! struct Deposit { account: AggregateId, amount: u64 }
+//!
+//! #[command_handler]
+//! async fn deposit(cmd: Deposit, accounts: Repository<Account>) -> lexigram::Result<u64> {
+//!     let mut account = accounts.load(&cmd.account).await?;  // snapshot + tail replay
+//!     account.record(Deposited { amount: cmd.amount })?;     // applied at once, buffered
+//!     accounts.save(&mut account).await?;                     // append with expected version
+//!     Ok(account.state().balance)
+//! }
+//!
+//! #[derive(Debug, Default)]
+//! struct Ledger(std::sync::atomic::AtomicU64);
+//!
+//! #[event_handler]
+//! async fn audit(e: &Deposited, ledger: Dep<Ledger>) -> lexigram::Result<()> {
+//!     ledger.0.fetch_add(e.amount, std::sync::atomic::Ordering::SeqCst);
+//!     Ok(())
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), lexigram::Error> {
-//! let accounts = Repository::<Account>::new(InMemoryEventStore::new());
-//! let mut account = accounts.load("acc-1").await?;
-//! account.record(Deposited { amount: 5 })?;
-//! account.record(Deposited { amount: 7 })?;
-//! accounts.save(&mut account).await?;
+//! let app = App::builder()
+//!     .module(EventsModule::configure(EventsConfig::memory()))
+//!     .provide(Ledger::default())
+//!     .build()
+//!     .await?;
+//! let account = AggregateId::new();
+//! app.commands().dispatch(Deposit { account: account.clone(), amount: 5 }).await?;
+//! let balance = app.commands().dispatch(Deposit { account, amount: 7 }).await?;
+//! assert_eq!(balance, 12);
 //!
-//! let again = accounts.load_or_error("acc-1").await?;
-//! assert_eq!((again.state().balance, again.version()), (12, 2));
-//! # Ok(()) }
+//! app.events().drain().await;
+//! assert_eq!(app.get::<Ledger>().map(|l| l.0.load(std::sync::atomic::Ordering::SeqCst)), Some(12));
+//! app.shutdown().await
+//! # }
 //! ```
+//!
+//! Everything the macros write can be written by hand (see [`aggregate`](mod@aggregate),
+//! [`Repository`], [`module::EventsModule::handlers`]).
 //!
 //! # Where things are
 //!
@@ -47,6 +75,7 @@
 //! - [`schema`]: event type registry and upcasters.
 //! - [`aggregate`](mod@aggregate), [`repository`], [`snapshot`]: the write side.
 //! - [`command`], [`query`], [`event`], [`middleware`]: the buses.
+//! - [`module`], [`config`]: the app, its container and modules, `EventsModule`, `EventsConfig`.
 //! - [`error`]: every error, with what failed and how to fix it.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
