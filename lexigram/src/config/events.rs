@@ -350,6 +350,54 @@ mod tests {
         assert!(EventsConfig::default().validated().is_ok());
     }
 
+    #[cfg(feature = "sqlite")]
+    #[test]
+    fn toml_selects_sqlite() -> Result<()> {
+        let config = EventsConfig::from_toml_str(
+            "[store]\nbackend = \"sqlite\"\npath = \"bank.db\"\nbusy_timeout = 2000\n",
+        )?;
+        let StoreConfig::Sqlite(sqlite) = &config.store else {
+            return Err(Error::Config {
+                problems: vec![format!("{:?}", config.store)],
+            });
+        };
+        assert_eq!(
+            sqlite.path.as_deref(),
+            Some(std::path::Path::new("bank.db"))
+        );
+        assert_eq!(sqlite.busy_timeout, std::time::Duration::from_secs(2));
+        Ok(())
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn env_selects_postgres_and_the_dsn_stays_secret() -> Result<()> {
+        let vars = [
+            (
+                "LEXIGRAM__STORE__BACKEND".to_string(),
+                "postgres".to_string(),
+            ),
+            (
+                "LEXIGRAM__STORE__DSN".to_string(),
+                "postgres://app:hunter2@db/app".to_string(),
+            ),
+            (
+                "LEXIGRAM__STORE__MAX_CONNECTIONS".to_string(),
+                "20".to_string(),
+            ),
+        ];
+        let config = EventsConfig::default().with_vars(vars)?;
+        assert_eq!(config.store.backend(), "postgres");
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let StoreConfig::Postgres(pg) = &config.store else {
+            return Err(Error::Config {
+                problems: vec![format!("{:?}", config.store)],
+            });
+        };
+        assert_eq!(pg.max_connections, 20);
+        Ok(())
+    }
+
     #[test]
     fn snapshot_settings_become_a_policy() {
         let mut s = SnapshotConfig::default();
