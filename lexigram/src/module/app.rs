@@ -29,6 +29,11 @@ pub trait Module: Send + Sync + 'static {
         let _ = (container, problems);
     }
 
+    /// Checks the finished wiring (after every module wired). Report problems.
+    fn verify(&self, container: &Container, problems: &mut Vec<Problem>) {
+        let _ = (container, problems);
+    }
+
     /// Starts background work once the app is built.
     async fn start(&self, container: &Container) -> Result<()> {
         let _ = container;
@@ -178,6 +183,9 @@ impl AppBuilder {
         }
         for module in &modules {
             module.wire(&container, &mut problems);
+        }
+        for module in &modules {
+            module.verify(&container, &mut problems);
         }
         problems.extend(container.problems());
         if !problems.is_empty() {

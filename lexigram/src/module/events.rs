@@ -205,12 +205,16 @@ impl Module for EventsModule {
         let selected: Vec<_> = wiring::handlers()
             .filter(|h| h.is_under(&self.config.handler_modules))
             .collect();
-        let conflicted = wire_handlers(container, &selected, problems, |w| {
+        wire_handlers(container, &selected, problems, |w| {
             for manual in &self.manual {
                 manual(w);
             }
         });
-        unhandled_messages(container, &conflicted, problems);
+    }
+
+    fn verify(&self, container: &Container, problems: &mut Vec<Problem>) {
+        // After every module wired: handler scopes may handle what this module did not.
+        unhandled_messages(container, problems);
     }
 
     async fn shutdown(&self, container: &Container) -> Result<()> {
@@ -295,13 +299,13 @@ impl Module for HandlerScope {
 
 /// Wires `selected` and then the manual registrations. Command or query types with several
 /// handlers are reported once and none of their handlers is registered (their parameters are
-/// still checked); their type ids are returned.
+/// still checked).
 fn wire_handlers(
     container: &Container,
     selected: &[&'static HandlerRegistration],
     problems: &mut Vec<Problem>,
     manual: impl FnOnce(&mut Wiring<'_>),
-) -> Vec<TypeId> {
+) {
     let (Some(commands), Some(queries), Some(events)) = (
         container.get::<CommandBus>(),
         container.get::<QueryBus>(),
@@ -310,7 +314,7 @@ fn wire_handlers(
         problems.push(Problem::new(
             "the buses are missing; add `EventsModule` before handler scopes",
         ));
-        return Vec::new();
+        return;
     };
     let mut by_message: BTreeMap<(HandlerKind, &'static str), Vec<&'static HandlerRegistration>> =
         BTreeMap::new();
@@ -321,7 +325,6 @@ fn wire_handlers(
             .push(h);
     }
     let mut skip = Vec::new();
-    let mut conflicted = Vec::new();
     for ((kind, message), handlers) in &by_message {
         if handlers.len() > 1 {
             let mut problem = Problem::new(format!(
@@ -333,7 +336,6 @@ fn wire_handlers(
             for h in handlers {
                 problem = problem.at(h.location, h.name);
                 skip.push(h.name);
-                conflicted.push(h.message_id());
             }
             problems.push(problem.help("remove all but one, or narrow `handler_modules`"));
         }
@@ -347,7 +349,6 @@ fn wire_handlers(
         }
     }
     manual(&mut wiring);
-    conflicted
 }
 
 /// Every event type registered with `#[derive(Event)]`; a name registered twice is reported
@@ -395,14 +396,21 @@ fn aggregate_name_clashes(problems: &mut Vec<Problem>) {
     }
 }
 
-/// Command and query types declared with the derives that ended up with no handler.
-fn unhandled_messages(container: &Container, conflicted: &[TypeId], problems: &mut Vec<Problem>) {
+/// Command and query types declared with the derives that ended up with no handler. Types
+/// with several discovered handlers are skipped: the conflict is reported already, or all of
+/// them were excluded on purpose.
+fn unhandled_messages(container: &Container, problems: &mut Vec<Problem>) {
+    let mut discovered: BTreeMap<TypeId, usize> = BTreeMap::new();
+    for h in wiring::handlers() {
+        *discovered.entry(h.message_id()).or_default() += 1;
+    }
+    let conflicted = |id: TypeId| discovered.get(&id).is_some_and(|n| *n > 1);
     let (Some(commands), Some(queries)) =
         (container.get::<CommandBus>(), container.get::<QueryBus>())
     else {
         return;
     };
-    for message in registration::messages().filter(|m| !conflicted.contains(&m.type_id())) {
+    for message in registration::messages().filter(|m| !conflicted(m.type_id())) {
         let handled = match message.kind {
             "command" => commands.has_handler_id(message.type_id()),
             _ => queries.has_handler_id(message.type_id()),
