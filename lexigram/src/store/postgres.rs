@@ -1000,12 +1000,19 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
+/// The least time between two wake-ups of one store. An append after a quiet spell is
+/// announced at once; under a steady stream of appends this bounds the notifications (each
+/// is a transaction of its own, competing with the appends for the server) to a few hundred
+/// per second, at the price of at most this much extra latency for a live reader.
+const NOTIFY_INTERVAL: Duration = Duration::from_millis(2);
+
 /// Sends one `pg_notify` per batch of appends that finished while the previous one was in
-/// flight, from its own short transaction: the append itself never takes PostgreSQL's
-/// notification-queue lock, which is held until commit and would serialise every writer's
-/// commit. Ends when the store (every clone) is dropped.
+/// flight or within [`NOTIFY_INTERVAL`] of it, from its own short transaction: the append
+/// itself never takes PostgreSQL's notification-queue lock, which is held until commit and
+/// would serialise every writer's commit. Ends when the store (every clone) is dropped.
 async fn notifier(pool: PgPool, channel: String, mut appended: watch::Receiver<u64>) {
     while appended.changed().await.is_ok() {
+        let started = tokio::time::Instant::now();
         let position = *appended.borrow_and_update();
         // A hint, not data: its commit need not wait for the WAL flush.
         let sent =
@@ -1023,6 +1030,8 @@ async fn notifier(pool: PgPool, channel: String, mut appended: watch::Receiver<u
                 "could not send a wake-up; listeners catch up at their next poll"
             ),
         }
+        // Appends finishing meanwhile are coalesced into the next notification.
+        tokio::time::sleep_until(started + NOTIFY_INTERVAL).await;
     }
 }
 
