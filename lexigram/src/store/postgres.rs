@@ -139,6 +139,12 @@ pub struct PostgresConfig {
     /// Sends wake-ups for [`PostgresEventStore::listen`] after appends (coalesced, from a
     /// background task). Default `true`.
     pub notify: bool,
+    /// Pings a pooled connection before every use. Off by default: the ping is a round trip
+    /// of its own, so with it an append costs two round trips instead of one. Without it, a
+    /// connection the server dropped while it sat idle fails the one call that uses it (an
+    /// append then fails atomically, and retrying it is safe) and is discarded. Default
+    /// `false`.
+    pub test_before_acquire: bool,
 }
 
 impl Default for PostgresConfig {
@@ -153,6 +159,7 @@ impl Default for PostgresConfig {
             idle_timeout: Some(Duration::from_secs(600)),
             strict_ordering: false,
             notify: true,
+            test_before_acquire: false,
         }
     }
 }
@@ -212,6 +219,13 @@ impl PostgresConfig {
     #[must_use]
     pub fn strict_ordering(mut self, strict: bool) -> Self {
         self.strict_ordering = strict;
+        self
+    }
+
+    /// Pings connections before use; see [`test_before_acquire`](Self::test_before_acquire).
+    #[must_use]
+    pub fn test_before_acquire(mut self, test: bool) -> Self {
+        self.test_before_acquire = test;
         self
     }
 
@@ -285,6 +299,7 @@ impl PostgresConfig {
             .max_connections(self.max_connections)
             .acquire_timeout(self.acquire_timeout)
             .idle_timeout(self.idle_timeout)
+            .test_before_acquire(self.test_before_acquire)
             .connect_with(options)
             .await
             .map_err(|e| unavailable("connecting", e))?;
