@@ -98,10 +98,9 @@ struct GetBalance {
 async fn open_account(
     cmd: OpenAccount,
     accounts: Repository<Account>,
-    ctx: CommandContext,
 ) -> lexigram::Result<AggregateId> {
     let mut account = accounts.load(AggregateId::new()).await?;
-    account.set_metadata(ctx.metadata().clone());
+    // Recorded inside a handler: the event's causation is this command, automatically.
     account.record(AccountOpened { owner: cmd.owner })?;
     accounts.save(&mut account).await?;
     Ok(account.id().clone())

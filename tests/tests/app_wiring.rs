@@ -86,8 +86,13 @@ async fn count(
     journal: &Dep<Journal>,
 ) -> lexigram::Result<u32> {
     let mut tally = tallies.load(cmd.id.as_str()).await?;
-    tally.set_metadata(meta.clone());
     tally.record(Counted { by: cmd.by })?;
+    // Recorded inside the handler, the event is caused by the command without passing it.
+    if tally.pending()[0].metadata.causation_id() != Some(meta.message_id()) {
+        return Err(Error::Config {
+            problems: vec!["the event is not caused by the command".into()],
+        });
+    }
     tallies.save(&mut tally).await?;
     journal.write(format!("count {} at {}", cmd.by, clock.now()));
     Ok(tally.state().total)

@@ -112,21 +112,25 @@ impl<A: Aggregate> AggregateRoot<A> {
         Ok(())
     }
 
-    /// Sets the metadata of the message being handled: events recorded from now on are
-    /// caused by it (same correlation, its id as causation, same user and tenant).
+    /// Sets the metadata of the message that causes the events recorded from now on (same
+    /// correlation, its id as causation, same user and tenant). Inside a command, query or
+    /// event handler this is automatic: recorded events are caused by the message being
+    /// handled.
     pub fn set_metadata(&mut self, cause: MessageMetadata) {
         self.metadata = Some(cause);
     }
 
     /// Checks `event` against the state ([`Apply::check`]), applies it, and buffers it for
-    /// the next save. Nothing changes if the check or the serialization fails.
+    /// the next save. Nothing changes if the check or the serialization fails. Its metadata
+    /// is caused by the message being handled (see [`set_metadata`](Self::set_metadata)).
     pub fn record<E: Event>(&mut self, event: E) -> Result<()>
     where
         A: Apply<E>,
     {
         let metadata = match &self.metadata {
             Some(cause) => MessageMetadata::caused_by(cause),
-            None => MessageMetadata::new(),
+            // Inside a handler: caused by the message being handled; elsewhere: new.
+            None => crate::bus::caused_metadata(),
         };
         self.record_with(event, metadata)
     }
