@@ -110,6 +110,7 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             }
         }
     });
+    let event_types: Vec<_> = applies.iter().map(|a| &a.event).collect();
     let line = quote_spanned!(block.self_ty.span()=> ::core::line!());
     quote! {
         #block
@@ -126,7 +127,11 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             }
             #(#apply_impls)*
             ::lexigram::__private::inventory::submit! {
-                ::lexigram::__private::AggregateRegistration::of::<#self_ty>(::core::file!(), #line)
+                ::lexigram::__private::AggregateRegistration::of::<#self_ty>(
+                    &[#(<#event_types as ::lexigram::Event>::NAME),*],
+                    ::core::file!(),
+                    #line,
+                )
             }
         };
     }

@@ -92,16 +92,23 @@ pub struct AggregateRegistration {
     /// The aggregate type name ([`Aggregate::TYPE`]).
     pub name: &'static str,
     rust_type: fn() -> &'static str,
+    /// The names of the events it applies.
+    pub events: &'static [&'static str],
     /// Where the `impl` block is.
     pub location: Location,
 }
 
 impl AggregateRegistration {
-    /// The registration of `A`.
-    pub const fn of<A: Aggregate>(file: &'static str, line: u32) -> Self {
+    /// The registration of `A`, which applies the events named `events`.
+    pub const fn of<A: Aggregate>(
+        events: &'static [&'static str],
+        file: &'static str,
+        line: u32,
+    ) -> Self {
         Self {
             name: A::TYPE,
             rust_type: std::any::type_name::<A>,
+            events,
             location: Location { file, line },
         }
     }

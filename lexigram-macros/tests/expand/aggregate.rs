@@ -40,7 +40,8 @@ const _: () = {
         }
     }
     ::lexigram::__private::inventory::submit! {
-        ::lexigram::__private::AggregateRegistration::of:: < Account > (::core::file!(),
-        ::core::line!())
+        ::lexigram::__private::AggregateRegistration::of:: < Account > (& [<
+        AccountOpened as ::lexigram::Event > ::NAME, < MoneyWithdrawn as
+        ::lexigram::Event > ::NAME], ::core::file!(), ::core::line!(),)
     }
 };

@@ -22,6 +22,8 @@ use crate::snapshot::{InMemorySnapshotStore, SnapshotManager, SnapshotPolicy, Sn
 use crate::store::{EventStore, InMemoryEventStore};
 
 type ManualWiring = Box<dyn Fn(&mut Wiring<'_>) + Send + Sync>;
+type SchemaSetup =
+    Box<dyn Fn(&mut SchemaRegistry) -> std::result::Result<(), SchemaError> + Send + Sync>;
 
 /// The events module: builds the event and snapshot stores and the three buses from an
 /// [`EventsConfig`], wires every discovered handler (those under `handler_modules`, or all),
@@ -52,6 +54,7 @@ type ManualWiring = Box<dyn Fn(&mut Wiring<'_>) + Send + Sync>;
 pub struct EventsModule {
     config: EventsConfig,
     manual: Vec<ManualWiring>,
+    schema: Vec<SchemaSetup>,
 }
 
 impl fmt::Debug for EventsModule {
@@ -59,6 +62,7 @@ impl fmt::Debug for EventsModule {
         f.debug_struct("EventsModule")
             .field("config", &self.config)
             .field("manual_registrations", &self.manual.len())
+            .field("schema_setups", &self.schema.len())
             .finish()
     }
 }
@@ -69,6 +73,7 @@ impl EventsModule {
         Self {
             config,
             manual: Vec::new(),
+            schema: Vec::new(),
         }
     }
 
@@ -86,6 +91,33 @@ impl EventsModule {
         S: Into<String>,
     {
         self.config.handler_modules = prefixes.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds to the schema the stores read with: upcasters for old event versions, snapshot
+    /// upcasters, event types not declared with `#[derive(Event)]`. Errors are reported at
+    /// `build()` with the rest.
+    ///
+    /// ```
+    /// use lexigram::module::EventsModule;
+    /// let events = EventsModule::stub().schema(|s| {
+    ///     s.upcaster("bank.Deposited", 1, 2, |mut v| {
+    ///         v["currency"] = "EUR".into();
+    ///         Ok(v)
+    ///     })?;
+    ///     Ok(())
+    /// });
+    /// # let _ = events;
+    /// ```
+    #[must_use]
+    pub fn schema(
+        mut self,
+        setup: impl Fn(&mut SchemaRegistry) -> std::result::Result<(), SchemaError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.schema.push(Box::new(setup));
         self
     }
 
@@ -158,8 +190,15 @@ impl Module for EventsModule {
                 .into_iter()
                 .map(|p| Problem::new(format!("invalid events configuration: {p}"))),
         );
-        let schema = Arc::new(discover_schema(problems));
+        let mut schema = discover_schema(problems);
+        for setup in &self.schema {
+            if let Err(err) = setup(&mut schema) {
+                problems.push(Problem::new(format!("invalid schema setup: {err}")));
+            }
+        }
         aggregate_name_clashes(problems);
+        unregistered_aggregate_events(&schema, problems);
+        let schema = Arc::new(schema);
         // An invalid bus configuration is reported by `validate` above.
         let bus = EventBus::with_config(self.config.event_bus.clone()).unwrap_or_default();
         let (events, snapshot_store) = match self.open_stores(&schema).await {
@@ -393,6 +432,27 @@ fn aggregate_name_clashes(problems: &mut Vec<Problem>) {
             problem = problem.at(a.location, a.rust_type());
         }
         problems.push(problem);
+    }
+}
+
+/// Events an aggregate applies that the schema does not know: the stores could not check or
+/// upcast them.
+fn unregistered_aggregate_events(schema: &SchemaRegistry, problems: &mut Vec<Problem>) {
+    for aggregate in registration::aggregates() {
+        for event in aggregate
+            .events
+            .iter()
+            .filter(|e| schema.event_type(e).is_none())
+        {
+            problems.push(
+                Problem::new(format!(
+                    "aggregate `{}` applies event `{event}`, which is not a registered event type",
+                    aggregate.name
+                ))
+                .at(aggregate.location, aggregate.rust_type())
+                .help("derive it with `#[derive(Event)]`, or register it with `EventsModule::schema(|s| s.register::<TheEvent>().map(drop))`"),
+            );
+        }
     }
 }
 
