@@ -1,8 +1,8 @@
 //! # lexigram
 //!
 //! CQRS and event sourcing for Rust: aggregates and repositories over an append-only event
-//! store with optimistic concurrency, snapshots, schema evolution, and the buses, projections
-//! and sagas built on them.
+//! store with optimistic concurrency (in memory, SQLite or PostgreSQL), snapshots, schema
+//! evolution, and command, query and event buses wired at startup from annotated handlers.
 //!
 //! # Quick start
 //!
