@@ -81,6 +81,7 @@ use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -400,7 +401,14 @@ impl Shared {
         };
         let call = in_scope(Parent::Event(Arc::clone(envelope)), sub.handler.call(ctx));
         let after = self.config.handler_timeout;
-        match tokio::time::timeout(after, AssertUnwindSafe(call).catch_unwind()).await {
+        let mut call = std::pin::pin!(AssertUnwindSafe(call).catch_unwind());
+        // A handler that finishes in its first poll needs no timer: poll once before arming it.
+        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
+        let outcome = match first {
+            Poll::Ready(outcome) => Ok(outcome),
+            Poll::Pending => tokio::time::timeout(after, call).await,
+        };
+        match outcome {
             Ok(Ok(result)) => result,
             Ok(Err(panic)) => {
                 let message = panic
