@@ -756,3 +756,27 @@ async fn the_repository_publishes_saved_events_with_stream_version_and_position(
     );
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_dead_letter_queue_keeps_the_newest_up_to_its_capacity() -> TestResult {
+    let bus = bus_with(|c| {
+        c.retry_failed_handlers = false;
+        c.dead_letter_capacity = 2;
+    })?;
+    bus.subscribe(|e: Ping, _: EventContext| async move { Err::<(), _>(Failed(e.n)) });
+    for n in 1..=3 {
+        bus.publish_event("s", &Ping { n }).await?;
+    }
+    bus.drain().await;
+    let kept: Vec<u32> = bus
+        .dead_letters()
+        .iter()
+        .map(|l| l.envelope.decode::<Ping>().map(|p| p.n))
+        .collect::<Result<_, _>>()?;
+    assert_eq!(kept, [2, 3], "the oldest dead letter went first");
+    assert!(
+        bus_with(|c| c.dead_letter_capacity = 0).is_err(),
+        "a zero capacity with dead letters on is refused"
+    );
+    Ok(())
+}

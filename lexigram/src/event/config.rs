@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 /// | `parallel_dispatch` | `true` |
 /// | `continue_on_error` | `true` |
 /// | `queue_capacity` | 1000 per event type |
+/// | `dead_letter_capacity` | 10 000 (the oldest go first) |
 ///
 /// Serialized durations are whole milliseconds (`handler_timeout_ms`, ...); missing fields
 /// take their defaults.
@@ -68,6 +69,9 @@ pub struct EventBusConfig {
     pub continue_on_error: bool,
     /// How many published events may wait per event type; `publish` waits when it is full.
     pub queue_capacity: usize,
+    /// How many dead letters are kept; beyond it the oldest is dropped (with a warning), so a
+    /// handler failing forever cannot exhaust memory.
+    pub dead_letter_capacity: usize,
 }
 
 impl Default for EventBusConfig {
@@ -85,6 +89,7 @@ impl Default for EventBusConfig {
             parallel_dispatch: true,
             continue_on_error: true,
             queue_capacity: 1000,
+            dead_letter_capacity: 10_000,
         }
     }
 }
@@ -103,6 +108,12 @@ impl EventBusConfig {
                 self.max_concurrent_handlers,
                 tokio::sync::Semaphore::MAX_PERMITS
             ));
+        }
+        if self.enable_dead_letter && self.dead_letter_capacity == 0 {
+            problems.push(
+                "event bus `dead_letter_capacity` is 0 with dead letters enabled; set it to at least 1, or turn `enable_dead_letter` off"
+                    .to_owned(),
+            );
         }
         if self.queue_capacity == 0 {
             problems.push("event bus `queue_capacity` is 0; set it to at least 1".to_owned());

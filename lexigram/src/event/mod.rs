@@ -454,7 +454,18 @@ impl Shared {
         }
         if self.config.enable_dead_letter {
             let id = DeadLetterId(self.next_dead_letter.fetch_add(1, Ordering::Relaxed) + 1);
-            self.dead_letters.lock().insert(
+            let mut letters = self.dead_letters.lock();
+            while letters.len() >= self.config.dead_letter_capacity.max(1) {
+                let Some((dropped, letter)) = letters.pop_first() else {
+                    break;
+                };
+                tracing::warn!(
+                    dead_letter = dropped.0, handler = %letter.handler, event_type = %letter.envelope.event_type,
+                    capacity = self.config.dead_letter_capacity,
+                    "dead-letter queue full; dropped the oldest dead letter"
+                );
+            }
+            letters.insert(
                 id,
                 DeadLetter {
                     id,
