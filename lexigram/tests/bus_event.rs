@@ -780,3 +780,41 @@ async fn the_dead_letter_queue_keeps_the_newest_up_to_its_capacity() -> TestResu
     );
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_event_that_does_not_decode_is_dead_lettered_without_retries() -> TestResult {
+    let bus = bus_with(|_| {})?;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = Arc::clone(&calls);
+    bus.subscribe(move |_: Ping, _: EventContext| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, Failed>(()) }
+    });
+    let broken = lexigram::message::NewEvent::new(
+        "test.Ping",
+        1,
+        lexigram::message::Payload::from_json_text(r#"{"n":"not a number"}"#),
+        lexigram::MessageMetadata::new(),
+    );
+    let start = Instant::now();
+    bus.publish(lexigram::EventEnvelope::new(
+        broken,
+        "s".into(),
+        3,
+        9,
+        chrono::Utc::now(),
+    ))
+    .await?;
+    bus.drain().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler never saw it");
+    assert_eq!(start.elapsed(), Duration::ZERO, "no backoff was waited");
+    let letters = bus.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].attempts, 1);
+    assert!(
+        letters[0].error.contains("version 3 of stream `s`"),
+        "{}",
+        letters[0].error
+    );
+    Ok(())
+}

@@ -174,7 +174,7 @@ pub(crate) struct Typed<E, H> {
 impl<E: Event, H: EventHandler<E>> ErasedEventHandler for Typed<E, H> {
     fn call(&self, ctx: EventContext) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
-            let event = ctx.envelope.decode::<E>().map_err(Box::new)?;
+            let event = ctx.envelope.decode::<E>().map_err(BoxError::from)?;
             self.handler.handle(event, ctx).await.map_err(Into::into)
         })
     }

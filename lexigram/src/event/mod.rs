@@ -367,7 +367,8 @@ impl Shared {
                 }
                 Err(error) => error,
             };
-            if attempt >= max_attempts {
+            // An event that does not decode will not decode on a retry either.
+            if attempt >= max_attempts || error.is::<crate::error::EventLoadError>() {
                 self.give_up(sub, envelope, hooks, attempt, elapsed(), &error);
                 return Err(Failure {
                     attempts: attempt,
