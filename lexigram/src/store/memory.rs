@@ -253,6 +253,12 @@ impl EventStore for InMemoryEventStore {
         "memory"
     }
 
+    #[tracing::instrument(
+        name = "lexigram.append",
+        level = "debug",
+        skip_all,
+        fields(backend = "memory", stream = stream, events = events.len(), expected = %expected)
+    )]
     async fn append(
         &self,
         stream: &str,
@@ -350,6 +356,7 @@ impl EventStore for InMemoryEventStore {
         Ok(AppendResult::new(version, positions, now))
     }
 
+    #[tracing::instrument(name = "lexigram.read", level = "debug", skip_all, fields(backend = "memory", stream = stream, from = range.from))]
     async fn read(&self, stream: &str, range: VersionRange) -> Result<Vec<EventEnvelope>> {
         let envelopes = {
             let inner = self.inner.read();

@@ -1094,6 +1094,12 @@ impl EventStore for PostgresEventStore {
         BACKEND
     }
 
+    #[tracing::instrument(
+        name = "lexigram.append",
+        level = "debug",
+        skip_all,
+        fields(backend = "postgres", stream = stream, events = events.len(), expected = %expected)
+    )]
     async fn append(
         &self,
         stream: &str,
@@ -1201,6 +1207,7 @@ impl EventStore for PostgresEventStore {
         }
     }
 
+    #[tracing::instrument(name = "lexigram.read", level = "debug", skip_all, fields(backend = "postgres", stream = stream, from = range.from))]
     async fn read(&self, stream: &str, range: VersionRange) -> Result<Vec<EventEnvelope>> {
         if range.is_empty() {
             self.check_open()?;

@@ -671,6 +671,12 @@ impl EventStore for SqliteEventStore {
         BACKEND
     }
 
+    #[tracing::instrument(
+        name = "lexigram.append",
+        level = "debug",
+        skip_all,
+        fields(backend = "sqlite", stream = stream, events = events.len(), expected = %expected)
+    )]
     async fn append(
         &self,
         stream: &str,
@@ -753,6 +759,7 @@ impl EventStore for SqliteEventStore {
         Ok(AppendResult::new(version, positions, now))
     }
 
+    #[tracing::instrument(name = "lexigram.read", level = "debug", skip_all, fields(backend = "sqlite", stream = stream, from = range.from))]
     async fn read(&self, stream: &str, range: VersionRange) -> Result<Vec<EventEnvelope>> {
         if range.is_empty() {
             self.check_open()?;
