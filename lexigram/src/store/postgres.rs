@@ -463,7 +463,7 @@ fn migrations(names: &Names) -> Vec<Migration> {
                     )"
                 ),
                 format!("CREATE INDEX {p}events_by_type ON {events} (event_type, global_position)"),
-                append_function_v1(s, p, &events, &streams, &seq, key),
+                append_function(s, p, &events, &streams, &seq, key),
             ],
         },
         Migration {
@@ -481,21 +481,15 @@ fn migrations(names: &Names) -> Vec<Migration> {
                 )"
             )],
         },
-        Migration {
-            version: 3,
-            name: "a faster append function (fewer executor runs for one event)",
-            statements: vec![append_function(s, p, &events, &streams, &seq, key)],
-        },
     ]
 }
 
 /// The server-side append: one round trip, one transaction. See the module docs for the steps
 /// and `docs/postgres-ordering.md` for why positions are taken the way they are.
 ///
-/// Same steps and signature as [`append_function_v1`]; what changed is cost. PL/pgSQL runs a
-/// statement that reads no table as a "simple expression" (no executor start-up) and every
-/// other statement through the executor, which on a small server costs tens of microseconds
-/// each. So a one-event append (the common case) takes its position with
+/// PL/pgSQL runs a statement that reads no table as a "simple expression" (no executor
+/// start-up) and every other statement through the executor, which on a small server costs
+/// tens of microseconds each. So a one-event append (the common case) takes its position with
 /// `ARRAY[nextval(..)]` instead of `ARRAY(SELECT .. FROM generate_series(..))`, and inserts
 /// with `VALUES` instead of `INSERT .. SELECT .. FROM generate_series(..)`; larger appends keep
 /// the set-based statements.
@@ -587,93 +581,6 @@ BEGIN
                p_types[i], p_versions[i], p_payloads[i], p_metadata[i], o_recorded_at
         FROM generate_series(1, n) AS g(i);
     END IF;
-    o_status := 0;
-END
-$fn$"#
-    )
-}
-
-/// The append function as migration 1 created it; replaced by [`append_function`] in migration
-/// 3. Kept verbatim because released migration steps never change.
-fn append_function_v1(
-    s: &str,
-    p: &str,
-    events: &str,
-    streams: &str,
-    seq: &str,
-    key: i32,
-) -> String {
-    format!(
-        r#"CREATE FUNCTION {s}.{p}append(
-    p_stream text, p_hash bigint, p_expected bigint,
-    p_ids uuid[], p_types text[], p_versions integer[], p_payloads text[], p_metadata text[],
-    p_strict boolean,
-    OUT o_status integer, OUT o_version bigint, OUT o_positions bigint[], OUT o_recorded_at timestamptz)
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    n integer := coalesce(cardinality(p_ids), 0);
-BEGIN
-    o_recorded_at := now();
-    -- 1. An empty append only checks the version. (A non-empty one checks it in step 3, where
-    --    it also claims it; a stale writer then leaves a hole in the positions, which is fine.
-    --    Retries are recognised by the client: on a conflict, or on the event-id key.)
-    IF n = 0 THEN
-        SELECT st.version INTO o_version FROM {streams} st WHERE st.stream_id = p_stream;
-        o_version := coalesce(o_version, 0);
-        o_status := CASE WHEN p_expected >= 0 AND o_version <> p_expected THEN 1 ELSE 0 END;
-        o_positions := '{{}}';
-        RETURN;
-    END IF;
-    -- 2. Positions in transaction-id order: the transaction id is assigned in the same
-    --    critical section that takes the positions.
-    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
-        RAISE EXCEPTION 'a lexigram append must be the first write of its transaction'
-            USING ERRCODE = 'LXG01';
-    END IF;
-    IF p_strict THEN
-        PERFORM pg_advisory_xact_lock({LOCK_CLASS}, {key});
-        PERFORM pg_current_xact_id();
-        o_positions := ARRAY(SELECT nextval('{seq}') FROM generate_series(1, n));
-    ELSE
-        BEGIN
-            PERFORM pg_advisory_lock({LOCK_CLASS}, {key});
-            PERFORM pg_current_xact_id();
-            o_positions := ARRAY(SELECT nextval('{seq}') FROM generate_series(1, n));
-            PERFORM pg_advisory_unlock({LOCK_CLASS}, {key});
-        EXCEPTION WHEN OTHERS OR query_canceled THEN
-            PERFORM pg_advisory_unlock({LOCK_CLASS}, {key});
-            RAISE;
-        END;
-    END IF;
-    -- 3. Claim the versions; the stream's row lock orders the writers of one stream.
-    IF p_expected < 0 THEN
-        INSERT INTO {streams} AS st (stream_id, version, created_at, updated_at)
-        VALUES (p_stream, n, o_recorded_at, o_recorded_at)
-        ON CONFLICT (stream_id) DO UPDATE SET version = st.version + n, updated_at = o_recorded_at
-        RETURNING st.version INTO o_version;
-    ELSIF p_expected = 0 THEN
-        INSERT INTO {streams} AS st (stream_id, version, created_at, updated_at)
-        VALUES (p_stream, n, o_recorded_at, o_recorded_at)
-        ON CONFLICT (stream_id) DO NOTHING
-        RETURNING st.version INTO o_version;
-    ELSE
-        UPDATE {streams} AS st SET version = st.version + n, updated_at = o_recorded_at
-        WHERE st.stream_id = p_stream AND st.version = p_expected
-        RETURNING st.version INTO o_version;
-    END IF;
-    IF NOT FOUND THEN
-        SELECT st.version INTO o_version FROM {streams} st WHERE st.stream_id = p_stream;
-        o_version := coalesce(o_version, 0);
-        o_positions := NULL;
-        o_status := 1;
-        RETURN;
-    END IF;
-    -- 4. The events, in one statement.
-    INSERT INTO {events} (global_position, stream_id, stream_version, stream_hash, event_id,
-                          event_type, event_version, payload, metadata, recorded_at)
-    SELECT o_positions[i], p_stream, o_version - n + i, p_hash, p_ids[i],
-           p_types[i], p_versions[i], p_payloads[i], p_metadata[i], o_recorded_at
-    FROM generate_series(1, n) AS g(i);
     o_status := 0;
 END
 $fn$"#
