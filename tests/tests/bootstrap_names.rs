@@ -40,13 +40,7 @@ mod v2 {
 
 #[tokio::test]
 async fn clashing_names_are_reported_with_both_declarations() {
-    let err = App::builder()
-        .module(EventsModule::stub())
-        .build()
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = lexigram_tests::build_error(App::builder().module(EventsModule::stub())).await;
     let file = file!();
     assert!(
         err.starts_with("lexigram bootstrap failed with 2 problems"),

@@ -31,13 +31,7 @@ mod legacy {
 
 #[tokio::test]
 async fn every_problem_is_reported_together_with_locations() {
-    let err = App::builder()
-        .module(EventsModule::stub())
-        .build()
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = lexigram_tests::build_error(App::builder().module(EventsModule::stub())).await;
     let this_file = file!();
 
     assert!(
@@ -81,18 +75,16 @@ async fn every_problem_is_reported_together_with_locations() {
 
 #[tokio::test]
 async fn providing_the_dependency_and_a_handler_leaves_only_the_duplicate() {
-    let err = App::builder()
-        .module(EventsModule::stub().handlers(|w| {
-            w.command::<Close, _>(|_: Close, _: CommandContext| async {
-                Ok::<_, lexigram::Error>(())
-            });
-        }))
-        .provide(Mailer)
-        .build()
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = lexigram_tests::build_error(
+        App::builder()
+            .module(EventsModule::stub().handlers(|w| {
+                w.command::<Close, _>(|_: Close, _: CommandContext| async {
+                    Ok::<_, lexigram::Error>(())
+                });
+            }))
+            .provide(Mailer),
+    )
+    .await;
     assert!(
         err.starts_with("lexigram bootstrap failed with 1 problem\n"),
         "{err}"
@@ -128,13 +120,8 @@ async fn an_invalid_config_is_reported_with_the_rest() {
     let mut config = EventsConfig::memory();
     config.snapshots.keep = 0;
     config.event_bus.queue_capacity = 0;
-    let err = App::builder()
-        .module(EventsModule::configure(config))
-        .build()
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err =
+        lexigram_tests::build_error(App::builder().module(EventsModule::configure(config))).await;
     assert!(
         err.contains("lexigram bootstrap failed with 5 problems"),
         "{err}"
@@ -151,15 +138,13 @@ async fn an_invalid_config_is_reported_with_the_rest() {
 
 #[tokio::test]
 async fn a_type_provided_twice_is_reported_with_both_places() {
-    let err = App::builder()
-        .module(EventsModule::stub())
-        .provide(Mailer)
-        .provide(Mailer)
-        .build()
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = lexigram_tests::build_error(
+        App::builder()
+            .module(EventsModule::stub())
+            .provide(Mailer)
+            .provide(Mailer),
+    )
+    .await;
     assert!(
         err.contains("`bootstrap_report::Mailer` is provided twice"),
         "{err}"
@@ -173,15 +158,13 @@ async fn a_type_provided_twice_is_reported_with_both_places() {
 #[tokio::test]
 async fn providing_what_a_module_provides_is_a_conflict_unless_replaced()
 -> Result<(), lexigram::Error> {
-    let err = App::builder()
-        .module(EventsModule::stub().handler_modules(["bootstrap_report::legacy"]))
-        .provide(Mailer)
-        .provide(EventsConfig::memory())
-        .build()
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = lexigram_tests::build_error(
+        App::builder()
+            .module(EventsModule::stub().handler_modules(["bootstrap_report::legacy"]))
+            .provide(Mailer)
+            .provide(EventsConfig::memory()),
+    )
+    .await;
     assert!(
         err.contains("`lexigram::config::events::EventsConfig` is provided twice"),
         "{err}"

@@ -34,13 +34,7 @@ impl User {
 
 #[tokio::test]
 async fn an_applied_event_that_is_not_registered_is_reported() {
-    let err = App::builder()
-        .module(EventsModule::stub())
-        .build()
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = lexigram_tests::build_error(App::builder().module(EventsModule::stub())).await;
     assert!(
         err.contains(
             "aggregate `User` applies event `user.Renamed`, which is not a registered event type"
@@ -95,13 +89,7 @@ async fn a_bad_schema_setup_is_reported() {
             .upcaster("user.Renamed", 2, 1, Ok)?;
         Ok(())
     });
-    let err = App::builder()
-        .module(module)
-        .build()
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = lexigram_tests::build_error(App::builder().module(module)).await;
     assert!(
         err.contains("invalid schema setup: upcaster for `user.Renamed` goes from v2 to v1"),
         "{err}"

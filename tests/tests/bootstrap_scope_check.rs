@@ -29,13 +29,11 @@ async fn a_scope_module_handles_what_the_events_module_excludes() -> Result<(), 
 
 #[tokio::test]
 async fn without_the_scope_the_command_has_no_handler() {
-    let err = App::builder()
-        .module(EventsModule::stub().handler_modules(["bootstrap_scope_check::elsewhere"]))
-        .build()
-        .await
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let err = lexigram_tests::build_error(
+        App::builder()
+            .module(EventsModule::stub().handler_modules(["bootstrap_scope_check::elsewhere"])),
+    )
+    .await;
     assert!(
         err.contains("command `bootstrap_scope_check::Pack` has no handler"),
         "{err}"
