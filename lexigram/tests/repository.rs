@@ -374,3 +374,85 @@ async fn force_snapshot_needs_a_store_and_then_takes_one() -> Result<()> {
     assert_eq!(account.events_since_snapshot(), 0);
     Ok(())
 }
+
+/// A publisher that refuses everything, like a bus that is shut down.
+#[derive(Debug, Default)]
+struct Refusing;
+
+#[async_trait::async_trait]
+impl EventPublisher for Refusing {
+    async fn publish(&self, envelopes: &[EventEnvelope]) -> Result<()> {
+        Err(Error::Publish {
+            event_type: envelopes
+                .first()
+                .map_or_else(|| "".into(), |e| e.event_type.clone()),
+            reason: "the event bus is shut down".into(),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_committed_save_succeeds_even_when_the_publisher_refuses_and_the_hook_is_told()
+-> Result<()> {
+    let store = InMemoryEventStore::new();
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&told);
+    let repo = Repository::<Account>::new(store.clone())
+        .with_publisher(Arc::new(Refusing))
+        .on_publish_failure(move |envelopes, err| {
+            seen.lock().push((envelopes.len(), err.to_string()));
+        });
+    let mut account = repo.load("acc-1").await?;
+    account.record(Opened {
+        owner: "ada".into(),
+    })?;
+    account.record(Deposited { amount: 5 })?;
+    let stored = repo.save(&mut account).await?;
+    assert_eq!(stored.len(), 2, "the save reports what it stored");
+    assert!(account.pending().is_empty());
+    assert_eq!(store.version("acc-1").await?, 2);
+    assert_eq!(
+        *told.lock(),
+        vec![(
+            2,
+            "could not publish event `bank.Opened`: the event bus is shut down".to_owned()
+        )]
+    );
+
+    // The caller does not retry a save that succeeded, so the fact is stored once.
+    account.record(Deposited { amount: 1 })?;
+    repo.save(&mut account).await?;
+    assert_eq!(store.count(Some("acc-1")).await?, 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_snapshot_ahead_of_its_stream_is_ignored_and_the_stream_replayed() -> Result<()> {
+    let store = InMemoryEventStore::new();
+    let snapshots = InMemorySnapshotStore::new();
+    let repo = Repository::<Account>::new(store.clone())
+        .with_snapshots(snapshots.clone(), SnapshotPolicy::Never);
+    opened_with_deposits(&repo, "acc-1", 3).await?;
+    // A snapshot claiming version 1000 for a stream at version 4.
+    snapshots
+        .save(Snapshot::new(
+            "acc-1".into(),
+            "Account",
+            1000,
+            serde_json::json!({"owner": "mallory", "balance": 1_000_000, "movements": 999}),
+            1,
+        ))
+        .await?;
+    let mut loaded = repo.load("acc-1").await?;
+    assert_eq!(
+        loaded.version(),
+        4,
+        "the stream's version, not the snapshot's"
+    );
+    assert_eq!(loaded.state().balance, 6);
+    assert_eq!(loaded.state().owner, "ada");
+    loaded.record(Deposited { amount: 4 })?;
+    repo.save(&mut loaded).await?;
+    assert_eq!(repo.load("acc-1").await?.state().balance, 10);
+    Ok(())
+}

@@ -2,7 +2,7 @@
 
 use lexigram::snapshot::InMemorySnapshotStore;
 use lexigram::store::InMemoryEventStore;
-use lexigram::testing::{event_store_suite, snapshot_store_suite};
+use lexigram::testing::{event_store_suite, paired_store_suite, snapshot_store_suite};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn memory_event_store_meets_the_contract() -> lexigram::Result<()> {
@@ -13,6 +13,17 @@ async fn memory_event_store_meets_the_contract() -> lexigram::Result<()> {
 #[tokio::test]
 async fn memory_snapshot_store_meets_the_contract() -> lexigram::Result<()> {
     snapshot_store_suite(|| async { Ok(InMemorySnapshotStore::new()) }).await
+}
+
+#[tokio::test]
+async fn memory_stores_delete_snapshots_with_streams_and_distrust_snapshots_ahead()
+-> lexigram::Result<()> {
+    paired_store_suite(|schema| async move {
+        let events = InMemoryEventStore::new().with_schema(schema);
+        let snapshots = events.snapshot_store();
+        Ok((events, snapshots))
+    })
+    .await
 }
 
 #[tokio::test]

@@ -21,7 +21,7 @@ use lexigram::snapshot::{PostgresSnapshotStore, Snapshot, SnapshotStore};
 use lexigram::store::{
     EventStore, ExpectedVersion, PostgresConfig, PostgresEventStore, VersionRange, stream_hash,
 };
-use lexigram::testing::{event_store_suite, snapshot_store_suite};
+use lexigram::testing::{event_store_suite, paired_store_suite, snapshot_store_suite};
 use sqlx::{Connection, PgConnection};
 use support::postgres::TestDb;
 
@@ -114,6 +114,69 @@ async fn snapshot_store_meets_the_contract() -> lexigram::Result<()> {
     let snapshots = events.snapshot_store();
     snapshots.close().await?;
     events.ping().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stores_delete_snapshots_with_streams_and_distrust_snapshots_ahead()
+-> lexigram::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
+    paired_store_suite(|schema| {
+        let config = db.fresh_schema();
+        async move {
+            let events = PostgresEventStore::connect(&config)
+                .await?
+                .with_schema(schema);
+            let snapshots = events.snapshot_store();
+            Ok((events, snapshots))
+        }
+    })
+    .await
+}
+
+/// An append in flight (its transaction open, holding the stream's row) while the stream is
+/// deleted: the delete waits for it and removes its events too, so no orphan is left, an
+/// `Any` append afterwards starts the stream again at version 1, and a new aggregate under the
+/// id reads no foreign event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_stream_while_an_append_is_in_flight_leaves_no_orphan_events()
+-> lexigram::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
+    let config = db.fresh_schema();
+    let store = Arc::new(PostgresEventStore::connect(&config).await?);
+    store
+        .append("s", batch(2), ExpectedVersion::NoStream)
+        .await?;
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut conn).await.unwrap();
+    let (status, _) = raw_append(&mut conn, &config, "s", &batch(1)).await;
+    assert_eq!(status, 0, "the in-flight append claimed version 3");
+    let deleting = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.delete_stream("s").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sqlx::query("COMMIT").execute(&mut conn).await.unwrap();
+    assert!(deleting.await.unwrap()?, "the stream existed");
+
+    assert_eq!(store.count(Some("s")).await?, 0, "no orphan event is left");
+    assert_eq!(store.version("s").await?, 0);
+    let again = store.append("s", batch(1), ExpectedVersion::Any).await?;
+    assert_eq!(again.version, 1, "`Any` starts the stream again");
+    let read = store.read("s", VersionRange::all()).await?;
+    assert_eq!(read.len(), 1, "only the new event: {read:?}");
+    let in_log = store.read_all(0, 100, None).await?;
+    assert_eq!(
+        in_log.iter().map(|e| e.global_position).collect::<Vec<_>>(),
+        [again.positions[0]],
+        "the global log holds only the new event"
+    );
+    Ok(())
 }
 
 /// The ordering proof: 8 writers on random streams, some transactions rolled back on purpose,

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use lexigram::message::{MessageMetadata, NewEvent, Payload};
 use lexigram::snapshot::SqliteSnapshotStore;
 use lexigram::store::{EventStore, ExpectedVersion, SqliteConfig, SqliteEventStore, stream_hash};
-use lexigram::testing::{event_store_suite, snapshot_store_suite};
+use lexigram::testing::{event_store_suite, paired_store_suite, snapshot_store_suite};
 
 /// Temporary database files, removed (with their WAL files) when dropped.
 #[derive(Default, Clone)]
@@ -93,6 +93,23 @@ async fn snapshot_stores_meet_the_contract() -> lexigram::Result<()> {
         store.ping().await?;
     }
     Ok(())
+}
+
+#[tokio::test]
+async fn sqlite_stores_delete_snapshots_with_streams_and_distrust_snapshots_ahead()
+-> lexigram::Result<()> {
+    let files = TempFiles::default();
+    paired_store_suite(|schema| {
+        let config = files.config();
+        async move {
+            let events = SqliteEventStore::connect(&config)
+                .await?
+                .with_schema(schema);
+            let snapshots = events.snapshot_store();
+            Ok((events, snapshots))
+        }
+    })
+    .await
 }
 
 #[tokio::test]

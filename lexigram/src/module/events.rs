@@ -153,10 +153,11 @@ impl EventsModule {
     ) -> Result<(Arc<dyn EventStore>, Arc<dyn SnapshotStore>)> {
         let keep = self.config.snapshots.keep;
         Ok(match &self.config.store {
-            StoreConfig::Memory => (
-                Arc::new(InMemoryEventStore::new().with_schema(Arc::clone(schema))),
-                Arc::new(InMemorySnapshotStore::new().with_max_per_aggregate(keep)),
-            ),
+            StoreConfig::Memory => {
+                let store = InMemoryEventStore::new().with_schema(Arc::clone(schema));
+                let snapshots = store.snapshot_store().with_max_per_aggregate(keep);
+                (Arc::new(store), Arc::new(snapshots))
+            }
             #[cfg(feature = "sqlite")]
             StoreConfig::Sqlite(config) => {
                 let store = crate::store::SqliteEventStore::connect(config)

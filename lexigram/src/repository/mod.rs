@@ -9,6 +9,17 @@
 //! it then takes a snapshot if the policy says so and hands the stored envelopes to the
 //! [`EventPublisher`] (the event bus), if any.
 //!
+//! # A committed save never fails
+//!
+//! Once the append has committed, `save` returns `Ok` with the stored envelopes, whatever
+//! happens after: a snapshot that cannot be stored only means a longer replay, and a publisher
+//! that refuses the events (a bus that is shut down, or that has no handler and
+//! `allow_no_handlers` off) is **best effort**. The refusal is logged at `error` level (target
+//! `lexigram::repository`, with the stream, the versions and the error) and handed to every
+//! hook added with [`on_publish_failure`](Repository::on_publish_failure). It is never returned,
+//! because a caller that saw `Err` would retry the command and store the fact twice. Reactions
+//! that must not miss an event read the store's global log instead of the in-process bus.
+//!
 //! # Examples
 //!
 //! ```
@@ -65,12 +76,16 @@ pub trait EventPublisher: Send + Sync + fmt::Debug + 'static {
 /// The metadata key under which the repository stamps the aggregate type on saved events.
 pub const AGGREGATE_TYPE_KEY: &str = "aggregate_type";
 
+/// A hook told of envelopes that were stored but that the publisher refused.
+type PublishFailureHook = Arc<dyn Fn(&[EventEnvelope], &Error) + Send + Sync>;
+
 /// Loads and saves aggregates of type `A`. Cheap to clone.
 pub struct Repository<A> {
     store: Arc<dyn EventStore>,
     snapshots: Option<SnapshotManager>,
     publisher: Option<Arc<dyn EventPublisher>>,
     schema: Option<Arc<SchemaRegistry>>,
+    publish_failure_hooks: Vec<PublishFailureHook>,
     _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -81,6 +96,7 @@ impl<A> Clone for Repository<A> {
             snapshots: self.snapshots.clone(),
             publisher: self.publisher.clone(),
             schema: self.schema.clone(),
+            publish_failure_hooks: self.publish_failure_hooks.clone(),
             _aggregate: PhantomData,
         }
     }
@@ -110,6 +126,7 @@ impl<A: Aggregate> Repository<A> {
             snapshots: None,
             publisher: None,
             schema: None,
+            publish_failure_hooks: Vec::new(),
             _aggregate: PhantomData,
         }
     }
@@ -137,6 +154,19 @@ impl<A: Aggregate> Repository<A> {
         self
     }
 
+    /// Calls `hook` with the envelopes and the error whenever the publisher refuses events
+    /// that are already stored. [`save`](Self::save) still returns `Ok` then (see the
+    /// [module docs](self)); use the hook to count or alert. A panicking hook is logged and
+    /// ignored.
+    #[must_use]
+    pub fn on_publish_failure(
+        mut self,
+        hook: impl Fn(&[EventEnvelope], &Error) + Send + Sync + 'static,
+    ) -> Self {
+        self.publish_failure_hooks.push(Arc::new(hook));
+        self
+    }
+
     /// Upcasts old snapshot state with `schema`.
     #[must_use]
     pub fn with_schema(mut self, schema: Arc<SchemaRegistry>) -> Self {
@@ -152,20 +182,49 @@ impl<A: Aggregate> Repository<A> {
 
     /// Loads an aggregate: the latest snapshot, then the events after it. An aggregate with no
     /// events comes back new, at version 0.
+    ///
+    /// A snapshot is trusted only as far as the stream goes: when no event follows it, the
+    /// stream's version is checked (one more read), and a snapshot claiming a version the
+    /// stream never reached (left behind by a store that was edited by hand, or restored from
+    /// another backup) is ignored with a warning and the stream replayed from its start.
     #[tracing::instrument(level = "debug", skip_all, fields(aggregate = A::TYPE, id = %id.as_ref()))]
     pub async fn load(&self, id: impl Into<AggregateId> + AsRef<str>) -> Result<AggregateRoot<A>> {
         let id = id.into();
-        let restored = match &self.snapshots {
-            Some(manager) => manager.restore(&id).await,
-            None => None,
-        };
-        let mut root = match restored {
-            Some(root) => root,
-            None => AggregateRoot::new(id.clone()),
-        };
-        let tail = VersionRange::from(root.version() + 1);
+        if let Some(manager) = &self.snapshots
+            && let Some(mut root) = manager.restore::<A>(&id).await
+        {
+            let snapshot_version = root.version();
+            let mut tail = 0_u64;
+            self.store
+                .visit(
+                    id.as_str(),
+                    VersionRange::from(snapshot_version + 1),
+                    &mut |envelope| {
+                        tail += 1;
+                        root.replay_one(envelope)
+                    },
+                )
+                .await?;
+            if tail > 0 {
+                return Ok(root);
+            }
+            let stream_version = self.store.version(id.as_str()).await?;
+            if stream_version >= snapshot_version {
+                return Ok(root);
+            }
+            tracing::warn!(
+                aggregate = A::TYPE,
+                %id,
+                snapshot_version,
+                stream_version,
+                "the latest snapshot claims a version the stream never reached; ignoring it and replaying the stream"
+            );
+        }
+        let mut root = AggregateRoot::new(id.clone());
         self.store
-            .visit(id.as_str(), tail, &mut |envelope| root.replay_one(envelope))
+            .visit(id.as_str(), VersionRange::from(1), &mut |envelope| {
+                root.replay_one(envelope)
+            })
             .await?;
         Ok(root)
     }
@@ -196,6 +255,10 @@ impl<A: Aggregate> Repository<A> {
     /// conflict nothing is written and `root` keeps its pending events. A snapshot due by the
     /// policy is serialized *before* the append, so a state that cannot be serialized fails
     /// the save without writing anything.
+    ///
+    /// `Err` always means nothing was written. Once the append committed, `save` returns `Ok`:
+    /// a snapshot or publish failure after it is logged (and publish failures go to the
+    /// [`on_publish_failure`](Self::on_publish_failure) hooks), never returned.
     #[tracing::instrument(level = "debug", skip_all, fields(aggregate = A::TYPE, id = %root.id(), pending = root.pending().len()))]
     pub async fn save(&self, root: &mut AggregateRoot<A>) -> Result<Vec<EventEnvelope>> {
         if root.pending().is_empty() {
@@ -250,10 +313,41 @@ impl<A: Aggregate> Repository<A> {
                 );
             }
         }
-        if let Some(publisher) = &self.publisher {
-            publisher.publish(&envelopes).await?;
+        if let Some(publisher) = &self.publisher
+            && let Err(err) = publisher.publish(&envelopes).await
+        {
+            self.publish_failed(&envelopes, &err);
         }
         Ok(envelopes)
+    }
+
+    /// Logs a refused publish of stored events and tells the hooks.
+    fn publish_failed(&self, envelopes: &[EventEnvelope], err: &Error) {
+        let (first, last) = (
+            envelopes.first().map(|e| e.stream_version),
+            envelopes.last().map(|e| e.stream_version),
+        );
+        tracing::error!(
+            target: "lexigram::repository",
+            aggregate = A::TYPE,
+            stream = %envelopes.first().map_or("", |e| e.stream_id.as_str()),
+            first_version = ?first,
+            last_version = ?last,
+            error = %err,
+            "events were stored but the in-process publisher refused them; the save succeeded \
+             and in-process handlers will not see these events (durable reactions reading the \
+             store will)"
+        );
+        for hook in &self.publish_failure_hooks {
+            let call = std::panic::AssertUnwindSafe(|| hook(envelopes, err));
+            if std::panic::catch_unwind(call).is_err() {
+                tracing::error!(
+                    target: "lexigram::repository",
+                    aggregate = A::TYPE,
+                    "an on_publish_failure hook panicked; ignored"
+                );
+            }
+        }
     }
 
     /// Takes and stores a snapshot of `root` now, whatever the policy. Fails if no snapshot

@@ -79,6 +79,12 @@ impl InMemorySnapshotStore {
         Ok(f(&inner))
     }
 
+    /// Drops every snapshot of `aggregate_id` (open or closed): the event store's
+    /// `delete_stream` calls it under its own lock.
+    pub(crate) fn forget(&self, aggregate_id: &str) {
+        self.inner.write().by_aggregate.remove(aggregate_id);
+    }
+
     fn write<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> Result<T> {
         let mut inner = self.inner.write();
         if inner.closed {

@@ -15,6 +15,7 @@ use super::{
 use crate::error::{ConcurrencyError, Error, Result};
 use crate::message::{EventEnvelope, EventId, NewEvent, StreamId};
 use crate::schema::SchemaRegistry;
+use crate::snapshot::InMemorySnapshotStore;
 
 /// An [`EventStore`] that keeps everything in memory.
 ///
@@ -22,6 +23,9 @@ use crate::schema::SchemaRegistry;
 /// (each stream indexes its events' positions); reads by type use a type index. An optional
 /// per-stream retention keeps only the newest events of each stream without ever changing
 /// versions. Clones share the same data.
+///
+/// [`snapshot_store`](Self::snapshot_store) gives the snapshot store that belongs to it:
+/// [`delete_stream`](EventStore::delete_stream) removes a stream's snapshots with its events.
 ///
 /// ```
 /// use lexigram::store::InMemoryEventStore;
@@ -31,6 +35,8 @@ use crate::schema::SchemaRegistry;
 #[derive(Clone, Default)]
 pub struct InMemoryEventStore {
     inner: Arc<RwLock<Inner>>,
+    /// The snapshots of this store's aggregates, dropped with their streams.
+    snapshots: InMemorySnapshotStore,
     schema: Option<Arc<SchemaRegistry>>,
     retention: Option<usize>,
 }
@@ -114,6 +120,12 @@ impl InMemoryEventStore {
     pub fn with_retention(mut self, max_events: usize) -> Self {
         self.retention = Some(max_events.max(1));
         self
+    }
+
+    /// The snapshot store of this event store's aggregates (sharing its data with every other
+    /// handle from this store): deleting a stream deletes its snapshots at the same time.
+    pub fn snapshot_store(&self) -> InMemorySnapshotStore {
+        self.snapshots.clone()
     }
 
     fn upcast(&self, envelopes: Vec<EventEnvelope>) -> Vec<EventEnvelope> {
@@ -519,6 +531,9 @@ impl EventStore for InMemoryEventStore {
     async fn delete_stream(&self, stream: &str) -> Result<bool> {
         let mut inner = self.inner.write();
         inner.check_open()?;
+        // The snapshots go while the events' lock is held, so no reader sees the events gone
+        // and the snapshots still there.
+        self.snapshots.forget(stream);
         let Some(state) = inner.streams.remove(stream) else {
             return Ok(false);
         };

@@ -1253,17 +1253,26 @@ impl EventStore for PostgresEventStore {
             .begin()
             .await
             .map_err(|e| unavailable(&what, e))?;
-        sqlx::query(&self.db.names.delete_events)
-            .bind(stream)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| unavailable(&what, e))?;
+        // The stream's row first: deleting it waits for an append in flight on the stream
+        // (which holds the row's lock until it commits), and an append that starts later waits
+        // for this transaction. The events are deleted after that, by a statement whose
+        // snapshot sees every append that committed before; then the aggregate's snapshots.
         let gone = sqlx::query(&self.db.names.delete_stream)
             .bind(stream)
             .execute(&mut *tx)
             .await
             .map_err(|e| unavailable(&what, e))?
             .rows_affected();
+        for statement in [
+            &self.db.names.delete_events,
+            &self.db.names.snapshot_delete_all,
+        ] {
+            sqlx::query(statement)
+                .bind(stream)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| unavailable(&what, e))?;
+        }
         tx.commit().await.map_err(|e| unavailable(&what, e))?;
         Ok(gone > 0)
     }

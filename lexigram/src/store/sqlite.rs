@@ -885,11 +885,15 @@ impl EventStore for SqliteEventStore {
         self.check_open()?;
         let what = format!("deleting stream `{stream}`");
         let (_guard, mut tx) = self.db.begin_write().await?;
-        sqlx::query(&self.db.sql.delete_events)
-            .bind(stream)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| unavailable(&what, e))?;
+        // Events, then the aggregate's snapshots, then the stream, in one transaction: a
+        // stream created again under this id starts from nothing.
+        for statement in [&self.db.sql.delete_events, &self.db.sql.snapshot_delete_all] {
+            sqlx::query(statement)
+                .bind(stream)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| unavailable(&what, e))?;
+        }
         let gone = sqlx::query(&self.db.sql.delete_stream)
             .bind(stream)
             .execute(&mut *tx)

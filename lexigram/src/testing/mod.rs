@@ -20,7 +20,9 @@
 //! ```
 
 mod event_store;
+mod paired;
 mod snapshot_store;
 
 pub use event_store::event_store_suite;
+pub use paired::paired_store_suite;
 pub use snapshot_store::snapshot_store_suite;
