@@ -168,31 +168,30 @@ impl Inner {
         let Some((first_stream, first_version)) = self.ids.get(&first.event_id) else {
             return Ok(None);
         };
-        let start = expected.start().unwrap_or(first_version - 1);
+        let not_a_retry = || {
+            super::not_a_retry(
+                stream,
+                first.event_id,
+                first_stream.as_str(),
+                *first_version,
+            )
+        };
+        let Some((start, version)) = super::retry_span(expected, *first_version, events.len())
+        else {
+            return Err(not_a_retry());
+        };
         let mut positions = Vec::with_capacity(events.len());
         let state = self.streams.get(stream);
-        for (offset, event) in (1u64..).zip(events) {
-            let version = start + offset;
+        for (version, event) in (start + 1..=version).zip(events) {
             let stored = state.and_then(|s| {
                 let index = usize::try_from(version.checked_sub(s.first_version)?).ok()?;
                 s.positions.get(index).copied()
             });
             match stored.and_then(|p| self.envelope(p)) {
                 Some(env) if env.event_id == event.event_id => positions.push(env.global_position),
-                _ => {
-                    return Err(Error::EventPersistence {
-                        stream: StreamId::from(stream),
-                        reason: format!(
-                            "event id {} is already stored at version {first_version} of stream `{first_stream}`, \
-                             and this append is not an exact retry of that one; give new events new ids",
-                            first.event_id
-                        ),
-                        source: None,
-                    });
-                }
+                _ => return Err(not_a_retry()),
             }
         }
-        let version = start + events.len() as u64;
         let recorded_at = positions
             .first()
             .and_then(|p| self.envelope(*p))

@@ -102,6 +102,39 @@ impl ExpectedVersion {
     }
 }
 
+/// The versions `(start, end]` a retried append of `count` events must have been stored at,
+/// when its first event id is stored at `first_version`. `None` when they would pass
+/// `u64::MAX`: no stored append can be there, so it is not a retry.
+pub(crate) fn retry_span(
+    expected: ExpectedVersion,
+    first_version: u64,
+    count: usize,
+) -> Option<(u64, u64)> {
+    let start = expected
+        .start()
+        .unwrap_or_else(|| first_version.saturating_sub(1));
+    let end = start.checked_add(u64::try_from(count).ok()?)?;
+    Some((start, end))
+}
+
+/// The error for an append whose first event id is stored already (at `first_version` of
+/// `first_stream`) but which is not an exact retry of the append that stored it.
+pub(crate) fn not_a_retry(
+    stream: &str,
+    id: crate::message::EventId,
+    first_stream: &str,
+    first_version: u64,
+) -> Error {
+    Error::EventPersistence {
+        stream: StreamId::from(stream),
+        reason: format!(
+            "event id {id} is already stored at version {first_version} of stream `{first_stream}`, \
+             and this append is not an exact retry of that one; give new events new ids"
+        ),
+        source: None,
+    }
+}
+
 impl fmt::Display for ExpectedVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -498,6 +531,18 @@ mod tests {
         assert!(Partition::new(0, 0).is_err());
         assert!(Partition::new(3, 3).is_err());
         assert!(Partition::new(2, 3).is_ok());
+    }
+
+    #[test]
+    fn retry_span_follows_the_expectation_and_never_overflows() {
+        assert_eq!(retry_span(ExpectedVersion::Any, 5, 2), Some((4, 6)));
+        assert_eq!(retry_span(ExpectedVersion::NoStream, 5, 2), Some((0, 2)));
+        assert_eq!(retry_span(ExpectedVersion::Exact(3), 5, 2), Some((3, 5)));
+        assert_eq!(retry_span(ExpectedVersion::Exact(u64::MAX), 1, 1), None);
+        assert_eq!(
+            retry_span(ExpectedVersion::Exact(u64::MAX), 1, 0),
+            Some((u64::MAX, u64::MAX))
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
-use super::{AppendResult, ExpectedVersion};
+use super::AppendResult;
 use crate::error::{BoxError, Error, EventLoadError, EventLoadErrorKind, Result};
 use crate::message::{EventEnvelope, EventId, MessageMetadata, NewEvent, Payload, StreamId};
 
@@ -99,15 +99,6 @@ pub(crate) fn metadata_text(stream: &str, event: &NewEvent) -> Result<String> {
     })
 }
 
-/// The version the first event of a retried append must have been stored at, plus one.
-///
-/// `first_version` is where the first event's id is stored.
-pub(crate) fn retry_start(expected: ExpectedVersion, first_version: u64) -> u64 {
-    expected
-        .start()
-        .unwrap_or_else(|| first_version.saturating_sub(1))
-}
-
 /// An event already stored: what a retry is compared against.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StoredSlot {
@@ -119,8 +110,8 @@ pub(crate) struct StoredSlot {
 
 /// Decides whether an append whose first event id is already stored (in `first_stream` at
 /// `first_version`) is an exact retry: every event stored, in order, in `stream`, at the
-/// versions the append would have given them (`start + 1 ..`). `stored` holds the stream's
-/// events in that version range.
+/// versions the append would have given them (`start + 1 ..`, from
+/// [`retry_span`](super::retry_span)). `stored` holds the stream's events in that range.
 pub(crate) fn retry_result(
     stream: &str,
     events: &[NewEvent],
@@ -131,28 +122,22 @@ pub(crate) fn retry_result(
 ) -> Result<AppendResult> {
     let mut positions = Vec::with_capacity(events.len());
     let mut recorded_at = None;
-    for (offset, event) in (1u64..).zip(events) {
-        let version = start + offset;
+    let mut version = start;
+    for event in events {
+        version = version.saturating_add(1);
         match stored.iter().find(|s| s.version == version) {
             Some(slot) if slot.event_id == event.event_id && first_stream == stream => {
                 positions.push(slot.position);
                 recorded_at.get_or_insert(slot.recorded_at);
             }
             _ => {
-                let id = events.first().map(|e| e.event_id).unwrap_or(event.event_id);
-                return Err(Error::EventPersistence {
-                    stream: StreamId::from(stream),
-                    reason: format!(
-                        "event id {id} is already stored at version {first_version} of stream `{first_stream}`, \
-                         and this append is not an exact retry of that one; give new events new ids"
-                    ),
-                    source: None,
-                });
+                let id = events.first().map_or(event.event_id, |e| e.event_id);
+                return Err(super::not_a_retry(stream, id, first_stream, first_version));
             }
         }
     }
     Ok(AppendResult::new(
-        start + events.len() as u64,
+        version,
         positions,
         recorded_at.unwrap_or_else(Utc::now),
     ))
@@ -285,13 +270,6 @@ mod tests {
         check_identifier("schema", "Bad", false, &mut problems);
         assert_eq!(problems.len(), 2);
         assert!(problems[1].contains("`Bad`"));
-    }
-
-    #[test]
-    fn retry_start_follows_the_expectation() {
-        assert_eq!(retry_start(ExpectedVersion::Any, 5), 4);
-        assert_eq!(retry_start(ExpectedVersion::NoStream, 5), 0);
-        assert_eq!(retry_start(ExpectedVersion::Exact(3), 5), 3);
     }
 }
 

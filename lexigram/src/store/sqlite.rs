@@ -570,11 +570,19 @@ impl SqliteEventStore {
         let Some((first_stream, first_version)) = found else {
             return Ok(None);
         };
-        let start = sql::retry_start(expected, to_u64(first_version));
+        let Some((start, end)) = super::retry_span(expected, to_u64(first_version), events.len())
+        else {
+            return Err(super::not_a_retry(
+                stream,
+                first.event_id,
+                &first_stream,
+                to_u64(first_version),
+            ));
+        };
         let rows = sqlx::query(&self.db.sql.slots)
             .bind(stream)
             .bind(to_i64(start))
-            .bind(to_i64(start + events.len() as u64))
+            .bind(to_i64(end))
             .fetch_all(&mut **tx)
             .await
             .map_err(|e| unavailable("reading stored events for a retry", e))?;

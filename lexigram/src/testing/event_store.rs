@@ -338,6 +338,21 @@ async fn idempotent_retries(store: &impl EventStore) -> Result<()> {
         r.is_err(),
         "[{CASE}] a retry must match the stored versions: {r:?}"
     );
+    // Versions at the end of the range: an error, never an overflow.
+    let r = store
+        .append("s", batch.clone(), ExpectedVersion::Exact(u64::MAX))
+        .await;
+    assert!(
+        matches!(r, Err(Error::EventPersistence { .. })),
+        "[{CASE}] a stored id expected at version u64::MAX is not a retry: {r:?}"
+    );
+    let r = store
+        .append("s", vec![event("E", 10)], ExpectedVersion::Exact(u64::MAX))
+        .await;
+    assert!(
+        is_conflict(&r, ExpectedVersion::Exact(u64::MAX), 3),
+        "[{CASE}] a new event expected at version u64::MAX conflicts: {r:?}"
+    );
     assert_eq!(
         store.count(None).await?,
         3,
