@@ -636,3 +636,34 @@ async fn a_closed_store_and_a_bad_server_say_what_failed() {
     );
     assert!(err.to_string().contains("DSN"), "{err}");
 }
+
+#[test]
+fn an_append_never_leaves_its_span_entered_while_other_tasks_run() {
+    let _serial = SERIAL.blocking_lock();
+    let setup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Some(db) = setup.block_on(TestDb::create()) else {
+        return;
+    };
+    let config = db.fresh_schema();
+    let (unrelated, inside) = support::spans::unrelated_events_inside_appends(async move {
+        let store = PostgresEventStore::connect(&config).await.unwrap();
+        for n in 0..50 {
+            store
+                .append("s", vec![event(n)], ExpectedVersion::Any)
+                .await
+                .unwrap();
+        }
+        store.close().await.unwrap();
+    });
+    assert!(
+        unrelated > 50,
+        "the other task ran during the appends ({unrelated} lines)"
+    );
+    assert_eq!(
+        inside, 0,
+        "{inside} of {unrelated} unrelated log lines landed in `lexigram.append`"
+    );
+}

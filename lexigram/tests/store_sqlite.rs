@@ -189,3 +189,27 @@ async fn bad_rows_fail_alone_with_typed_errors() -> lexigram::Result<()> {
     support::check_bad_rows(&store, "acc").await;
     Ok(())
 }
+
+#[test]
+fn an_append_never_leaves_its_span_entered_while_other_tasks_run() {
+    let files = TempFiles::default();
+    let config = files.config();
+    let (unrelated, inside) = support::spans::unrelated_events_inside_appends(async move {
+        let store = SqliteEventStore::connect(&config).await.unwrap();
+        for n in 0..50 {
+            let event = NewEvent::new("E", 1, Payload::encode(&n).unwrap(), MessageMetadata::new());
+            store
+                .append("s", vec![event], ExpectedVersion::Any)
+                .await
+                .unwrap();
+        }
+    });
+    assert!(
+        unrelated > 50,
+        "the other task ran during the appends ({unrelated} lines)"
+    );
+    assert_eq!(
+        inside, 0,
+        "{inside} of {unrelated} unrelated log lines landed in `lexigram.append`"
+    );
+}

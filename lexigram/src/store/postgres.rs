@@ -1054,8 +1054,6 @@ impl EventStore for PostgresEventStore {
             ExpectedVersion::NoStream => 0,
             ExpectedVersion::Exact(v) => to_i64(v),
         };
-        let span = tracing::debug_span!("append", backend = BACKEND, stream, events = n);
-        let _entered = span.enter();
         let mut conn = self
             .db
             .pool

@@ -697,8 +697,6 @@ impl EventStore for SqliteEventStore {
         for event in &events {
             metadata.push(sql::metadata_text(stream, event)?);
         }
-        let span = tracing::debug_span!("append", backend = BACKEND, stream, events = events.len());
-        let _entered = span.enter();
         let (_guard, mut tx) = self.db.begin_write().await?;
         if let Some(previous) = self
             .previous_append(&mut tx, stream, &events, expected)

@@ -95,3 +95,132 @@ pub(crate) async fn check_bad_rows(store: &impl EventStore, stream: &str) {
 
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
+
+/// A `tracing` subscriber that counts the events logged while a span of a given name is
+/// entered on the logging thread: a span guard held across an `.await` shows up as other
+/// tasks' events landing inside it.
+pub(crate) mod spans {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use parking_lot::Mutex;
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    thread_local! {
+        static ENTERED: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// Counts events whose message is `message` logged inside a span named `span`.
+    pub(crate) struct LeakDetector {
+        span: &'static str,
+        message: &'static str,
+        next: AtomicU64,
+        names: Mutex<HashMap<u64, &'static str>>,
+        /// (events with the message, of those inside the span)
+        pub(crate) seen: Arc<(AtomicU64, AtomicU64)>,
+    }
+
+    impl LeakDetector {
+        pub(crate) fn new(span: &'static str, message: &'static str) -> Self {
+            Self {
+                span,
+                message,
+                next: AtomicU64::new(1),
+                names: Mutex::new(HashMap::new()),
+                seen: Arc::default(),
+            }
+        }
+    }
+
+    struct Message(Option<String>);
+
+    impl tracing::field::Visit for Message {
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+            if field.name() == "message" {
+                self.0 = Some(format!("{value:?}"));
+            }
+        }
+    }
+
+    impl Subscriber for LeakDetector {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &Attributes<'_>) -> Id {
+            let id = self.next.fetch_add(1, Ordering::Relaxed);
+            self.names.lock().insert(id, span.metadata().name());
+            Id::from_u64(id)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            let mut message = Message(None);
+            event.record(&mut message);
+            if message.0.as_deref() != Some(self.message) {
+                return;
+            }
+            self.seen.0.fetch_add(1, Ordering::Relaxed);
+            let names = self.names.lock();
+            let inside = ENTERED.with(|stack| {
+                stack
+                    .borrow()
+                    .iter()
+                    .any(|id| names.get(id).is_some_and(|n| *n == self.span))
+            });
+            if inside {
+                self.seen.1.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        fn enter(&self, span: &Id) {
+            ENTERED.with(|stack| stack.borrow_mut().push(span.into_u64()));
+        }
+        fn exit(&self, span: &Id) {
+            ENTERED.with(|stack| {
+                let mut stack = stack.borrow_mut();
+                if let Some(at) = stack.iter().rposition(|id| *id == span.into_u64()) {
+                    stack.remove(at);
+                }
+            });
+        }
+    }
+
+    /// Runs `appends` on a single-threaded runtime beside a task that logs `unrelated` at
+    /// every turn, and returns (unrelated events, of those inside `lexigram.append`).
+    pub(crate) fn unrelated_events_inside_appends<F>(appends: F) -> (u64, u64)
+    where
+        F: std::future::Future<Output = ()>,
+    {
+        let detector = LeakDetector::new("lexigram.append", "unrelated");
+        let seen = Arc::clone(&detector.seen);
+        let _default = tracing::subscriber::set_default(detector);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let logger = tokio::spawn({
+                let stop = Arc::clone(&stop);
+                async move {
+                    for _ in 0..1_000_000 {
+                        if stop.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        tracing::info!("unrelated");
+                        tokio::task::yield_now().await;
+                    }
+                }
+            });
+            appends.await;
+            stop.store(true, Ordering::Relaxed);
+            let _ = logger.await;
+        });
+        (
+            seen.0.load(Ordering::Relaxed),
+            seen.1.load(Ordering::Relaxed),
+        )
+    }
+}
