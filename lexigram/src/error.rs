@@ -385,6 +385,14 @@ pub enum EventLoadErrorKind {
     /// An upcaster failed.
     #[error(transparent)]
     Upcast(SchemaError),
+    /// The stored row is damaged (written behind the store's back, or by a faulty tool).
+    #[error(
+        "the stored row is damaged: {reason}; repair or delete the row (readers of the log pass over it)"
+    )]
+    DamagedRow {
+        /// Which column, and what is wrong with it.
+        reason: Arc<str>,
+    },
 }
 
 /// Registering or applying schemas failed.

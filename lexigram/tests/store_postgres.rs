@@ -667,3 +667,64 @@ fn an_append_never_leaves_its_span_entered_while_other_tasks_run() {
         "{inside} of {unrelated} unrelated log lines landed in `lexigram.append`"
     );
 }
+
+/// Rows written behind the store's back with metadata that is not JSON and a `recorded_at` of
+/// `infinity` (which sqlx's own conversion panics on): each reads as one damaged event, and
+/// no reader of the log is stopped by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_row_fails_alone_and_never_stops_readers_of_the_log() -> lexigram::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
+    let config = db.fresh_schema();
+    let store = PostgresEventStore::connect(&config).await?;
+    let good =
+        |n: u64| NewEvent::from_event(&support::Counted { n }, MessageMetadata::new()).unwrap();
+    store
+        .append("acc", vec![good(1)], ExpectedVersion::NoStream)
+        .await?;
+    let metadata = serde_json::to_string(&MessageMetadata::new()).unwrap();
+    let (s, p) = (&config.schema, &config.table_prefix);
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    for (version, metadata, recorded_at) in [
+        (2_i64, "{not json", "now()"),
+        (3, metadata.as_str(), "'infinity'::timestamptz"),
+        (4, metadata.as_str(), "'-infinity'::timestamptz"),
+    ] {
+        sqlx::query(&format!(
+            "INSERT INTO {s}.{p}events (global_position, stream_id, stream_version, stream_hash, event_id, event_type, event_version, payload, metadata, recorded_at)
+             VALUES (nextval('{s}.{p}positions'), 'acc', $1, $2, $3, 'test.Counted', 1, '{{\"n\": 1}}', $4, {recorded_at})"
+        ))
+        .bind(version)
+        .bind(i64::from(stream_hash("acc")))
+        .bind(uuid::Uuid::now_v7())
+        .bind(metadata)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    }
+    sqlx::query(&format!(
+        "UPDATE {s}.{p}streams SET version = 4 WHERE stream_id = 'acc'"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    store
+        .append("acc", vec![good(5)], ExpectedVersion::Exact(4))
+        .await?;
+    support::check_damaged_rows(
+        &store,
+        "acc",
+        5,
+        &[
+            (2, "`metadata` is not the JSON of message metadata"),
+            (3, "`recorded_at` is not a finite timestamp"),
+            (4, "`recorded_at` is not a finite timestamp"),
+        ],
+    )
+    .await;
+    let info = store.stream_info("acc").await?;
+    assert_eq!(info.map(|i| i.version), Some(5));
+    Ok(())
+}

@@ -213,3 +213,67 @@ fn an_append_never_leaves_its_span_entered_while_other_tasks_run() {
         "{inside} of {unrelated} unrelated log lines landed in `lexigram.append`"
     );
 }
+
+/// Rows written behind the store's back with metadata that is not JSON, an event id that is
+/// not a UUID, a blob where the payload's text belongs, and text where integers belong: each
+/// reads as one damaged event, and no reader of the log is stopped by it.
+#[tokio::test]
+async fn a_damaged_row_fails_alone_and_never_stops_readers_of_the_log() -> lexigram::Result<()> {
+    let files = TempFiles::default();
+    let store = SqliteEventStore::connect(&files.config()).await?;
+    let good =
+        |n: u64| NewEvent::from_event(&support::Counted { n }, MessageMetadata::new()).unwrap();
+    store
+        .append("acc", vec![good(1)], ExpectedVersion::NoStream)
+        .await?;
+    let metadata = serde_json::to_string(&MessageMetadata::new()).unwrap();
+    let hash = i64::from(stream_hash("acc"));
+    for (version, id, event_version, payload, metadata_sql, recorded_at) in [
+        // Metadata that is not JSON.
+        ("2", "uuid", "1", "'{\"n\": 2}'", "'{not json'", "0"),
+        // An event id that is not a UUID.
+        ("3", "'not-a-uuid'", "1", "'{\"n\": 3}'", "?2", "0"),
+        // A blob where the payload's text belongs.
+        ("4", "uuid", "1", "X'00FF'", "?2", "0"),
+        // Text where the schema version and the time (integers) belong.
+        ("5", "uuid", "'one'", "'{\"n\": 5}'", "?2", "'yesterday'"),
+    ] {
+        let id = if id == "uuid" {
+            format!("'{}'", uuid::Uuid::now_v7())
+        } else {
+            id.to_owned()
+        };
+        sqlx::query(&format!(
+            "INSERT INTO lexigram_events (stream_id, stream_version, stream_hash, event_id, event_type, event_version, payload, metadata, recorded_at)
+             VALUES ('acc', {version}, ?1, {id}, 'test.Counted', {event_version}, {payload}, {metadata_sql}, {recorded_at})"
+        ))
+        .bind(hash)
+        .bind(&metadata)
+        .execute(store.pool())
+        .await
+        .unwrap();
+    }
+    sqlx::query("UPDATE lexigram_streams SET version = 5 WHERE stream_id = 'acc'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    store
+        .append("acc", vec![good(6)], ExpectedVersion::Exact(5))
+        .await?;
+    store
+        .append("other", vec![good(7)], ExpectedVersion::NoStream)
+        .await?;
+    support::check_damaged_rows(
+        &store,
+        "acc",
+        7,
+        &[
+            (2, "`metadata` is not the JSON of message metadata"),
+            (3, "`event_id` is not a UUID"),
+            (4, "`payload` is not text"),
+            (5, "`event_version` is not an integer"),
+        ],
+    )
+    .await;
+    Ok(())
+}

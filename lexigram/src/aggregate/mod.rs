@@ -95,12 +95,13 @@ pub struct Route<'a, A> {
 }
 
 impl<'a, A: Aggregate> Route<'a, A> {
-    /// Starts routing `event` to `state`.
+    /// Starts routing `event` to `state`. An event read from a damaged row
+    /// ([`EventEnvelope::defect`]) matches no route: `finish` reports it.
     pub fn new(state: &'a mut A, event: &'a EventEnvelope) -> Self {
         Self {
             state,
             event,
-            outcome: None,
+            outcome: event.defect_error().map(Err),
         }
     }
 

@@ -152,6 +152,9 @@ pub struct EventEnvelope {
     pub metadata: MessageMetadata,
     /// When the store recorded it.
     pub recorded_at: DateTime<Utc>,
+    /// Why the stored row could not be read in full (see [`defect`](Self::defect)).
+    #[serde(skip)]
+    defect: Option<Arc<str>>,
 }
 
 impl EventEnvelope {
@@ -173,7 +176,38 @@ impl EventEnvelope {
             payload: event.payload,
             metadata: event.metadata,
             recorded_at,
+            defect: None,
         }
+    }
+
+    /// Marks the envelope as read from a damaged row: `reason` names the column and what is
+    /// wrong with it. Store backends use it so that one bad row neither stops a read nor
+    /// passes for a good event.
+    #[must_use]
+    pub fn with_defect(mut self, reason: impl Into<Arc<str>>) -> Self {
+        self.defect = Some(reason.into());
+        self
+    }
+
+    /// Why the stored row this envelope was read from is damaged, if it is: a column that is
+    /// not what the store writes (metadata that is not JSON, an event id that is not a UUID,
+    /// a timestamp out of range, a value of the wrong type), so some fields hold a stand-in.
+    ///
+    /// Such an envelope keeps its place in the log (its global position is right, so a reader
+    /// following the log passes over it), but it never decodes: [`decode`](Self::decode), an
+    /// aggregate's [`Route`](crate::aggregate::Route) and typed event handlers fail with an
+    /// [`EventLoadError`] naming its stream and version. Repair or delete the row.
+    pub fn defect(&self) -> Option<&str> {
+        self.defect.as_deref()
+    }
+
+    /// The error for a damaged row, if this envelope was read from one.
+    pub(crate) fn defect_error(&self) -> Option<EventLoadError> {
+        self.defect.as_ref().map(|reason| {
+            self.load_error(EventLoadErrorKind::DamagedRow {
+                reason: Arc::clone(reason),
+            })
+        })
     }
 
     /// Whether this envelope holds an event of type `E` (by name).
@@ -184,9 +218,12 @@ impl EventEnvelope {
     /// Decodes the payload as `E`.
     ///
     /// Fails with an [`EventLoadError`] naming the stream, version and type when the envelope
-    /// holds another type, a schema version this binary cannot read (register an upcaster and
+    /// was read from a damaged row ([`defect`](Self::defect)), holds another type, a schema version this binary cannot read (register an upcaster and
     /// attach the schema to the store), or a payload that does not deserialize.
     pub fn decode<E: Event>(&self) -> Result<E, EventLoadError> {
+        if let Some(err) = self.defect_error() {
+            return Err(err);
+        }
         if !self.is::<E>() {
             return Err(self.load_error(EventLoadErrorKind::WrongType { expected: E::NAME }));
         }

@@ -5,13 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 use super::{Snapshot, SnapshotStore};
 use crate::error::{Error, Result};
 use crate::message::AggregateId;
 use crate::store::PostgresConfig;
-use crate::store::postgres::{PgDb, closed, unavailable};
+use crate::store::postgres::{PgDb, PgTime, closed, unavailable};
 use crate::store::sql::{limit_i64, to_i64, to_u64};
 
 /// A [`SnapshotStore`] in PostgreSQL, keeping at most `max_per_aggregate` snapshots of each
@@ -50,7 +49,7 @@ impl fmt::Debug for PostgresSnapshotStore {
     }
 }
 
-type SnapshotRow = (String, i64, String, String, i32, DateTime<Utc>);
+type SnapshotRow = (String, i64, String, String, i32, PgTime);
 
 fn into_snapshot(row: SnapshotRow) -> Result<Snapshot> {
     let (id, version, aggregate_type, state, schema_version, created_at) = row;
@@ -65,7 +64,7 @@ fn into_snapshot(row: SnapshotRow) -> Result<Snapshot> {
         state,
         u32::try_from(schema_version).unwrap_or(0),
     );
-    snapshot.created_at = created_at;
+    snapshot.created_at = created_at.or_epoch("snapshot created_at");
     Ok(snapshot)
 }
 

@@ -96,7 +96,10 @@ const LOCK_CLASS: i32 = 0x6c78_6731;
 
 /// How to reach PostgreSQL and where to keep the tables.
 ///
-/// The DSN is a [`Secret`]: `Debug` never shows it. Durations serialize as milliseconds.
+/// The DSN is a [`Secret`]: `Debug` never shows it, and it serializes as `***` (set it from
+/// [`Secret::expose`] where a file must hold it). Durations serialize as milliseconds. A
+/// missing key takes its default (the same as [`PostgresConfig::default`]); an unknown key is
+/// an error.
 ///
 /// ```
 /// use std::time::Duration;
@@ -111,9 +114,11 @@ const LOCK_CLASS: i32 = 0x6c78_6731;
 /// assert!(config.validate().is_empty());
 /// assert!(!format!("{config:?}").contains("hunter2"));
 /// assert_eq!(PostgresConfig::default().validate().len(), 1); // no DSN
+/// assert!(!serde_json::to_string(&config)?.contains("hunter2"));
+/// # Ok::<(), serde_json::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PostgresConfig {
     /// `postgres://user:password@host:port/database?options`.
@@ -772,7 +777,7 @@ impl PostgresEventStore {
         let mut envelopes = Vec::with_capacity(rows.len());
         let mut names = sql::Interner::default();
         for row in &rows {
-            envelopes.push(event_row(row, &mut names)?.into_envelope()?);
+            envelopes.push(event_row(row, &mut names)?.into_envelope());
         }
         Ok(self.upcast(envelopes))
     }
@@ -814,7 +819,7 @@ impl PostgresEventStore {
                 to_u64(first_version),
             ));
         };
-        let rows: Vec<(i64, Uuid, i64, DateTime<Utc>)> = sqlx::query_as(&self.db.names.slots)
+        let rows: Vec<(i64, Uuid, i64, PgTime)> = sqlx::query_as(&self.db.names.slots)
             .bind(stream)
             .bind(to_i64(start))
             .bind(to_i64(end))
@@ -827,7 +832,7 @@ impl PostgresEventStore {
                 version: to_u64(version),
                 event_id: EventId::from_uuid(id),
                 position: to_u64(position),
-                recorded_at,
+                recorded_at: recorded_at.or_epoch("recorded_at"),
             })
             .collect();
         sql::retry_result(
@@ -965,10 +970,14 @@ async fn notifier(pool: PgPool, channel: String, mut appended: watch::Receiver<u
     }
 }
 
-/// Reads one event row (columns in [`COLUMNS`] order).
+/// Reads one event row (columns in [`COLUMNS`] order). The columns are typed, so what can be
+/// damaged is their content: metadata that is not JSON (reported by
+/// [`EventRow::into_envelope`]) or a timestamp that is not finite.
 fn event_row<'r>(row: &'r PgRow, names: &mut sql::Interner) -> Result<EventRow<'r>> {
     let get = |e: sqlx::Error| unavailable("decoding an event row", e);
     let event_version: i32 = row.try_get(5).map_err(get)?;
+    let mut defects = Vec::new();
+    let recorded_at = PgTime::read(row, 8, "recorded_at", &mut defects)?;
     Ok(EventRow {
         global_position: row.try_get(0).map_err(get)?,
         stream_id: names.stream(row.try_get(1).map_err(get)?),
@@ -978,8 +987,77 @@ fn event_row<'r>(row: &'r PgRow, names: &mut sql::Interner) -> Result<EventRow<'
         event_version: i64::from(event_version),
         payload: row.try_get(6).map_err(get)?,
         metadata: row.try_get(7).map_err(get)?,
-        recorded_at: row.try_get(8).map_err(get)?,
+        recorded_at,
+        defects,
     })
+}
+
+/// A `timestamptz` as the server sends it: microseconds since 2000-01-01, or `i64::MAX` /
+/// `i64::MIN` for `infinity` / `-infinity`. Decoded by hand because sqlx's chrono conversion
+/// panics on those.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PgTime(i64);
+
+/// 2000-01-01T00:00:00Z in microseconds since the Unix epoch.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+impl PgTime {
+    /// The time, or `None` when it is infinite or beyond what `DateTime` holds.
+    pub(crate) fn finite(self) -> Option<DateTime<Utc>> {
+        DateTime::from_timestamp_micros(self.0.checked_add(PG_EPOCH_MICROS)?)
+    }
+
+    /// The time, or (when it is not finite) the Unix epoch with a warning: for timestamps
+    /// that only describe a row (when a stream or snapshot was written).
+    pub(crate) fn or_epoch(self, what: &str) -> DateTime<Utc> {
+        self.finite().unwrap_or_else(|| {
+            tracing::warn!(
+                what,
+                "a stored timestamp is not finite; shown as 1970-01-01"
+            );
+            DateTime::default()
+        })
+    }
+
+    /// Reads column `index` of an event row; a time that is not finite is a defect of the row.
+    fn read(
+        row: &PgRow,
+        index: usize,
+        column: &str,
+        defects: &mut Vec<String>,
+    ) -> Result<DateTime<Utc>> {
+        let time: PgTime = row
+            .try_get(index)
+            .map_err(|e| unavailable("decoding an event row", e))?;
+        Ok(time.finite().unwrap_or_else(|| {
+            defects.push(format!("`{column}` is not a finite timestamp"));
+            DateTime::default()
+        }))
+    }
+}
+
+impl sqlx::Type<sqlx::Postgres> for PgTime {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <DateTime<Utc> as sqlx::Type<sqlx::Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <DateTime<Utc> as sqlx::Type<sqlx::Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, sqlx::Postgres> for PgTime {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        match value.format() {
+            sqlx::postgres::PgValueFormat::Binary => {
+                let bytes: [u8; 8] = value.as_bytes()?.try_into()?;
+                Ok(Self(i64::from_be_bytes(bytes)))
+            }
+            sqlx::postgres::PgValueFormat::Text => {
+                Err("a timestamp came back as text; lexigram reads them in binary".into())
+            }
+        }
+    }
 }
 
 pub(crate) fn unavailable(what: &str, err: sqlx::Error) -> Error {
@@ -1143,18 +1221,12 @@ impl EventStore for PostgresEventStore {
     async fn stream_info(&self, stream: &str) -> Result<Option<StreamInfo>> {
         self.check_open()?;
         #[allow(clippy::type_complexity)]
-        let row: Option<(
-            i64,
-            DateTime<Utc>,
-            DateTime<Utc>,
-            i64,
-            Option<i64>,
-            Option<i64>,
-        )> = sqlx::query_as(&self.db.names.info)
-            .bind(stream)
-            .fetch_optional(&self.db.pool)
-            .await
-            .map_err(|e| unavailable(&format!("reading stream `{stream}`"), e))?;
+        let row: Option<(i64, PgTime, PgTime, i64, Option<i64>, Option<i64>)> =
+            sqlx::query_as(&self.db.names.info)
+                .bind(stream)
+                .fetch_optional(&self.db.pool)
+                .await
+                .map_err(|e| unavailable(&format!("reading stream `{stream}`"), e))?;
         Ok(row.map(|(version, created, updated, count, first, last)| {
             StreamInfo::new(
                 StreamId::from(stream),
@@ -1162,8 +1234,8 @@ impl EventStore for PostgresEventStore {
                 to_u64(count),
                 first.map(to_u64),
                 last.map(to_u64),
-                created,
-                updated,
+                created.or_epoch("created_at"),
+                updated.or_epoch("updated_at"),
             )
         }))
     }
@@ -1335,10 +1407,13 @@ mod tests {
     }
 
     #[test]
-    fn config_round_trips_through_serde_and_hides_the_dsn() {
+    fn config_serializes_without_the_dsn_and_round_trips_with_it() {
         let config = PostgresConfig::new("postgres://u:secret@h/db").strict_ordering(true);
-        let json = serde_json::to_value(&config).unwrap_or_default();
+        let mut json = serde_json::to_value(&config).unwrap_or_default();
         assert_eq!(json["acquire_timeout"], 30_000);
+        assert_eq!(json["dsn"], "***");
+        assert!(serde_json::from_value::<PostgresConfig>(json.clone()).is_err());
+        json["dsn"] = config.dsn.expose().into();
         let back: PostgresConfig = serde_json::from_value(json).unwrap_or_default();
         assert_eq!(back, config);
         assert!(!format!("{config:?}").contains("secret"));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use super::AppendResult;
-use crate::error::{BoxError, Error, EventLoadError, EventLoadErrorKind, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::message::{EventEnvelope, EventId, MessageMetadata, NewEvent, Payload, StreamId};
 
 /// The longest identifier (table prefix, schema) accepted from configuration.
@@ -155,41 +155,66 @@ pub(crate) struct EventRow<'r> {
     pub(crate) payload: &'r str,
     pub(crate) metadata: &'r str,
     pub(crate) recorded_at: DateTime<Utc>,
+    /// What the backend could not read as stored (a column per entry); the fields above hold
+    /// stand-ins for those columns.
+    pub(crate) defects: Vec<String>,
 }
 
 impl EventRow<'_> {
-    /// The envelope. The payload is not parsed (a corrupt one fails when decoded); metadata
-    /// that does not parse is an [`EventLoadError`] naming the stream and version.
-    pub(crate) fn into_envelope(self) -> Result<EventEnvelope> {
-        let stream_id = self.stream_id;
-        let stream_version = to_u64(self.stream_version);
-        let event_type = self.event_type;
+    /// The envelope. The payload is not parsed (a corrupt one fails when decoded). A damaged
+    /// row (metadata that is not JSON, or anything the backend reported) still gives an
+    /// envelope at its global position, marked with [`EventEnvelope::defect`], so a reader
+    /// of the log passes over it and decoding it names the stream and version.
+    pub(crate) fn into_envelope(self) -> EventEnvelope {
+        let mut defects = self.defects;
         let metadata: MessageMetadata = match serde_json::from_str(self.metadata) {
             Ok(metadata) => metadata,
             Err(err) => {
-                return Err(EventLoadError::new(
-                    stream_id,
-                    stream_version,
-                    event_type,
-                    EventLoadErrorKind::Corrupt(err),
-                )
-                .into());
+                defects.push(format!(
+                    "`metadata` is not the JSON of message metadata ({err})"
+                ));
+                MessageMetadata::new()
+            }
+        };
+        let event_version = match u32::try_from(self.event_version) {
+            Ok(version) => version,
+            Err(_) => {
+                defects.push(format!(
+                    "`event_version` {} is not a schema version",
+                    self.event_version
+                ));
+                0
+            }
+        };
+        let stream_version = match u64::try_from(self.stream_version) {
+            Ok(version) if version > 0 => version,
+            _ => {
+                defects.push(format!(
+                    "`stream_version` {} is not a stream version",
+                    self.stream_version
+                ));
+                0
             }
         };
         let event = NewEvent {
             event_id: self.event_id,
-            event_type,
-            event_version: u32::try_from(self.event_version).unwrap_or(0),
+            event_type: self.event_type,
+            event_version,
             payload: Payload::from_json_text(self.payload),
             metadata,
         };
-        Ok(EventEnvelope::new(
+        let envelope = EventEnvelope::new(
             event,
-            stream_id,
+            self.stream_id,
             stream_version,
             to_u64(self.global_position),
             self.recorded_at,
-        ))
+        );
+        if defects.is_empty() {
+            envelope
+        } else {
+            envelope.with_defect(defects.join("; "))
+        }
     }
 }
 
@@ -317,22 +342,15 @@ pub(crate) mod option_duration_ms {
     }
 }
 
-/// Parses a stored event id (kept as text by SQLite) into an [`EventId`], or an error that
-/// names the stream and version.
+/// Parses a stored event id (kept as text by SQLite); a value that is not a UUID gives the
+/// nil id and a defect for the row.
 #[cfg(feature = "sqlite")]
-pub(crate) fn parse_event_id(
-    text: &str,
-    stream: &str,
-    version: i64,
-    event_type: &str,
-) -> Result<EventId> {
-    serde_json::from_value::<EventId>(serde_json::Value::String(text.to_owned())).map_err(|err| {
-        EventLoadError::new(
-            StreamId::from(stream),
-            to_u64(version),
-            Arc::from(event_type),
-            EventLoadErrorKind::Corrupt(err),
-        )
-        .into()
-    })
+pub(crate) fn parse_event_id(text: &str, defects: &mut Vec<String>) -> EventId {
+    match uuid::Uuid::parse_str(text) {
+        Ok(id) => EventId::from_uuid(id),
+        Err(err) => {
+            defects.push(format!("`event_id` is not a UUID ({err})"));
+            EventId::from_uuid(uuid::Uuid::nil())
+        }
+    }
 }

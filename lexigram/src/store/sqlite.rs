@@ -66,16 +66,19 @@ const BACKEND: &str = "sqlite";
 /// Where and how to open a SQLite database.
 ///
 /// Serializes as `{ path, table_prefix, max_connections, busy_timeout }` (the timeout in
-/// milliseconds); a missing `path` means an in-memory database.
+/// milliseconds); a missing `path` means an in-memory database. A missing key takes its
+/// default (the same as [`SqliteConfig::default`]); an unknown key is an error, so a typo such
+/// as `pathh` cannot silently give an in-memory database.
 ///
 /// ```
 /// use lexigram::store::SqliteConfig;
 /// let config = SqliteConfig::file("bank.db").table_prefix("bank_");
 /// assert!(config.validate().is_empty());
 /// assert_eq!(SqliteConfig::in_memory().table_prefix("bad-prefix").validate().len(), 1);
+/// assert!(serde_json::from_str::<SqliteConfig>(r#"{ "pathh": "bank.db" }"#).is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct SqliteConfig {
     /// The database file, created if missing; `None` for a private in-memory database.
@@ -532,7 +535,7 @@ impl SqliteEventStore {
         let mut names = sql::Interner::default();
         let envelopes = rows
             .iter()
-            .map(|row| event_row(row, &mut names).and_then(EventRow::into_envelope))
+            .map(|row| event_row(row, &mut names).map(EventRow::into_envelope))
             .collect::<Result<Vec<_>>>()?;
         Ok(self.upcast(envelopes))
     }
@@ -586,19 +589,18 @@ impl SqliteEventStore {
             .fetch_all(&mut **tx)
             .await
             .map_err(|e| unavailable("reading stored events for a retry", e))?;
-        let mut stored = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let version: i64 = row.try_get(0).map_err(|e| unavailable("decoding", e))?;
-            let id: String = row.try_get(1).map_err(|e| unavailable("decoding", e))?;
-            let position: i64 = row.try_get(2).map_err(|e| unavailable("decoding", e))?;
-            let recorded: i64 = row.try_get(3).map_err(|e| unavailable("decoding", e))?;
-            stored.push(StoredSlot {
-                version: to_u64(version),
-                event_id: sql::parse_event_id(&id, stream, version, "")?,
-                position: to_u64(position),
-                recorded_at: from_micros(recorded),
-            });
-        }
+        // A damaged slot reads as a stand-in that matches no event, so the append is then
+        // refused as "not an exact retry" rather than failing on the row.
+        let mut ignored = Vec::new();
+        let stored: Vec<StoredSlot> = rows
+            .iter()
+            .map(|row| StoredSlot {
+                version: to_u64(integer(row, 0, "stream_version", &mut ignored)),
+                event_id: sql::parse_event_id(text(row, 1, "event_id", &mut ignored), &mut ignored),
+                position: to_u64(integer(row, 2, "global_position", &mut ignored)),
+                recorded_at: from_micros(integer(row, 3, "recorded_at", &mut ignored)),
+            })
+            .collect();
         sql::retry_result(
             stream,
             events,
@@ -612,23 +614,54 @@ impl SqliteEventStore {
 }
 
 /// Reads one event row (columns in [`COLUMNS`] order).
+///
+/// SQLite lets any column hold any type, so a row written behind the store's back may hold a
+/// blob where text belongs: each such column is reported as a defect of the row (and read
+/// the way SQLite converts it, or as a stand-in), never as a failed read.
 fn event_row<'r>(row: &'r SqliteRow, names: &mut sql::Interner) -> Result<EventRow<'r>> {
-    let get = |e: sqlx::Error| unavailable("decoding an event row", e);
-    let stream_id: &str = row.try_get(1).map_err(get)?;
-    let stream_version: i64 = row.try_get(2).map_err(get)?;
-    let event_type: &str = row.try_get(4).map_err(get)?;
-    let id: &str = row.try_get(3).map_err(get)?;
-    let event_id = sql::parse_event_id(id, stream_id, stream_version, event_type)?;
+    let mut defects = Vec::new();
+    let global_position: i64 = row
+        .try_get(0)
+        .map_err(|e| unavailable("decoding an event row", e))?;
+    let stream_id = text(row, 1, "stream_id", &mut defects);
+    let stream_version = integer(row, 2, "stream_version", &mut defects);
+    let event_id = sql::parse_event_id(text(row, 3, "event_id", &mut defects), &mut defects);
+    let event_type = text(row, 4, "event_type", &mut defects);
+    let event_version = integer(row, 5, "event_version", &mut defects);
+    let payload = text(row, 6, "payload", &mut defects);
+    let metadata = text(row, 7, "metadata", &mut defects);
+    let micros = integer(row, 8, "recorded_at", &mut defects);
+    let recorded_at = DateTime::from_timestamp_micros(micros).unwrap_or_else(|| {
+        defects.push(format!("`recorded_at` {micros} is out of range"));
+        DateTime::default()
+    });
     Ok(EventRow {
-        global_position: row.try_get(0).map_err(get)?,
+        global_position,
         stream_id: names.stream(stream_id),
         stream_version,
         event_id,
         event_type: names.event_type(event_type),
-        event_version: row.try_get(5).map_err(get)?,
-        payload: row.try_get(6).map_err(get)?,
-        metadata: row.try_get(7).map_err(get)?,
-        recorded_at: from_micros(row.try_get(8).map_err(get)?),
+        event_version,
+        payload,
+        metadata,
+        recorded_at,
+        defects,
+    })
+}
+
+/// A text column, or (when it holds another type) SQLite's conversion of it and a defect.
+fn text<'r>(row: &'r SqliteRow, index: usize, column: &str, defects: &mut Vec<String>) -> &'r str {
+    row.try_get(index).unwrap_or_else(|err| {
+        defects.push(format!("`{column}` is not text ({err})"));
+        row.try_get_unchecked(index).unwrap_or_default()
+    })
+}
+
+/// An integer column, or (when it holds another type) 0 and a defect.
+fn integer(row: &SqliteRow, index: usize, column: &str, defects: &mut Vec<String>) -> i64 {
+    row.try_get(index).unwrap_or_else(|err| {
+        defects.push(format!("`{column}` is not an integer ({err})"));
+        0
     })
 }
 

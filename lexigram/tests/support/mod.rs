@@ -224,3 +224,98 @@ pub(crate) mod spans {
         )
     }
 }
+
+/// The global log holds `good` `Counted` events and, at the stream versions in `damaged`,
+/// rows of `stream` that the store could not read in full. Checks that every reader of the log
+/// gets every row in order (the damaged ones marked, at their positions), that a damaged row
+/// fails to decode with a typed error naming its stream and version, that the events after it
+/// decode, and that loading the aggregate reports the damaged row instead of a wrong state.
+pub(crate) async fn check_damaged_rows(
+    store: &impl EventStore,
+    stream: &str,
+    total: usize,
+    damaged: &[(u64, &str)],
+) {
+    use futures_util::TryStreamExt;
+
+    let all = store
+        .read_all(0, 1000, None)
+        .await
+        .expect("the log reads past damaged rows");
+    assert_eq!(all.len(), total, "every row is in the log: {all:?}");
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].global_position < w[1].global_position)
+    );
+    let streamed: Vec<_> = store
+        .stream_all(0, 2, None)
+        .try_collect()
+        .await
+        .expect("a follower in pages of 2 passes the damaged rows");
+    assert_eq!(streamed.len(), total);
+    let first_damaged = all
+        .iter()
+        .position(|e| e.defect().is_some())
+        .expect("a damaged row is marked");
+    let rest = store
+        .read_all(all[first_damaged].global_position, 1000, None)
+        .await
+        .expect("reading after a damaged row");
+    assert_eq!(
+        rest.len(),
+        total - first_damaged - 1,
+        "a checkpoint moves past it"
+    );
+
+    for envelope in &all {
+        let expected = damaged
+            .iter()
+            .find(|(v, _)| envelope.stream_id == stream && *v == envelope.stream_version);
+        let is_damaged = expected.is_some();
+        match envelope.defect() {
+            Some(reason) => {
+                assert!(
+                    is_damaged,
+                    "only the damaged rows are marked: {envelope:?} ({reason})"
+                );
+                if let Some((_, column)) = expected {
+                    assert!(
+                        reason.contains(column),
+                        "the defect names the column: {reason}"
+                    );
+                }
+                let err = envelope
+                    .decode::<Counted>()
+                    .expect_err("a damaged row never decodes");
+                assert!(
+                    matches!(err.kind, EventLoadErrorKind::DamagedRow { .. }),
+                    "{err}"
+                );
+                assert_eq!(err.stream.as_str(), stream, "{err}");
+                assert!(
+                    err.to_string().contains(&format!("stream `{stream}`")),
+                    "the error names the stream: {err}"
+                );
+            }
+            None => {
+                assert!(!is_damaged, "a damaged row is marked: {envelope:?}");
+                envelope.decode::<Counted>().expect("good rows decode");
+            }
+        }
+    }
+
+    let stream_events = store
+        .read(stream, VersionRange::all())
+        .await
+        .expect("the stream reads past damaged rows");
+    let mut counter = Counter::default();
+    let err = stream_events
+        .iter()
+        .try_for_each(|e| counter.apply_stored(e))
+        .expect_err("an aggregate over a damaged history does not load");
+    assert!(
+        matches!(err.kind, EventLoadErrorKind::DamagedRow { .. }),
+        "{err}"
+    );
+    assert_eq!(err.stream_version, damaged[0].0, "{err}");
+}
