@@ -213,3 +213,111 @@ async fn replacing_a_cached_handler_starts_with_an_empty_cache() -> TestResult {
     assert_eq!(fresh.load(Ordering::SeqCst), 1);
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cache_ttl_of_duration_max_means_the_result_never_expires() -> TestResult {
+    let (bus, calls) = cached_bus(Duration::MAX, 10)?;
+    assert_eq!(bus.execute(q("abc")).await?, 3);
+    tokio::time::advance(Duration::from_secs(100 * 365 * 24 * 3600)).await;
+    assert_eq!(bus.execute(q("abc")).await?, 3);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "still cached a century later"
+    );
+    Ok(())
+}
+
+/// Answers after 10 ms (tokio's clock), counting calls; the first call fails when `fail_first`.
+fn slow_flaky_bus(fail_first: bool) -> Result<(QueryBus, Arc<AtomicU32>), Error> {
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    let bus = QueryBus::new();
+    bus.register_cached(
+        move |f: Flaky, _: QueryContext| {
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                if fail_first && n == 0 {
+                    Err(Unavailable)
+                } else {
+                    Ok(f.0)
+                }
+            }
+        },
+        CachePolicy::default(),
+    )?;
+    Ok((bus, calls))
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_misses_of_one_query_call_the_handler_once_and_share_its_result() -> TestResult {
+    let (bus, calls) = slow_flaky_bus(false)?;
+    let results = futures_util::future::join_all((0..10).map(|_| bus.execute(Flaky(7)))).await;
+    for result in results {
+        assert_eq!(result?, 7);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let stats = bus.cache_stats::<Flaky>().ok_or("no stats")?;
+    assert_eq!((stats.hits, stats.misses, stats.entries), (9, 1, 1));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_a_shared_miss_fails_its_caller_gets_the_error_and_the_waiters_retry_once()
+-> TestResult {
+    let (bus, calls) = slow_flaky_bus(true)?;
+    let results = futures_util::future::join_all((0..5).map(|_| bus.execute(Flaky(7)))).await;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    assert_eq!(failed, 1, "only the caller whose call failed: {results:?}");
+    for result in results.into_iter().skip(1) {
+        assert_eq!(result?, 7);
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one failed call, one retry"
+    );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_that_gives_up_on_a_shared_miss_does_not_strand_the_waiters() -> TestResult {
+    let (bus, calls) = slow_flaky_bus(false)?;
+    let first = tokio::time::timeout(Duration::from_millis(5), bus.execute(Flaky(7)));
+    let second = bus.execute(Flaky(7));
+    let (first, second) = tokio::join!(first, second);
+    assert!(first.is_err(), "the first caller gave up");
+    assert_eq!(second?, 7);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    Ok(())
+}
+
+/// The median time of `runs` misses into a cache kept full at `size` entries.
+async fn miss_time(size: usize, runs: usize) -> Result<Duration, Error> {
+    let (bus, _) = cached_bus(Duration::from_secs(3600), size)?;
+    for i in 0..size {
+        bus.execute(q(&i.to_string())).await?;
+    }
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs {
+        let key = q(&format!("miss-{i}"));
+        let start = std::time::Instant::now();
+        bus.execute(key).await?;
+        times.push(start.elapsed());
+    }
+    times.sort_unstable();
+    Ok(times[runs / 2])
+}
+
+#[tokio::test]
+async fn a_miss_costs_about_the_same_in_a_cache_of_10_and_of_10_000_entries() -> TestResult {
+    // Medians of 301 misses each: a shared 2-core machine can slow single runs, not medians.
+    let small = miss_time(10, 301).await?;
+    let large = miss_time(10_000, 301).await?;
+    assert!(
+        large < small * 5,
+        "a miss at 10 000 entries took {large:?}, at 10 entries {small:?}"
+    );
+    Ok(())
+}

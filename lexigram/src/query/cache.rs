@@ -1,19 +1,22 @@
-//! The result cache of a query handler.
+//! The result cache of a query handler: O(1) lookups, stores and evictions under one short
+//! lock, and single-flight misses (concurrent callers of one key share one handler call).
 
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How long results live in a query handler's cache and how many are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachePolicy {
-    /// How long a result stays fresh.
+    /// How long a result stays fresh. A TTL too long for the clock (such as
+    /// `Duration::MAX`) means results never expire.
     pub ttl: Duration,
     /// At most this many results are kept (at least 1).
     pub max_entries: usize,
@@ -40,7 +43,8 @@ impl Default for CachePolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct CacheStats {
-    /// Executions answered from the cache.
+    /// Executions answered without calling the handler: from the cache, or with the result
+    /// of a call of the same query that was already running.
     pub hits: u64,
     /// Executions that called the handler.
     pub misses: u64,
@@ -50,13 +54,134 @@ pub struct CacheStats {
 
 struct Slot<V> {
     value: V,
-    expires: Instant,
+    /// `None`: never expires (the TTL is too long to be added to the clock).
+    expires: Option<Instant>,
+    /// When it was stored; matches its entry in `State::order`.
     seq: u64,
+}
+
+impl<V> Slot<V> {
+    fn is_fresh(&self, now: Instant) -> bool {
+        self.expires.is_none_or(|expires| expires > now)
+    }
+}
+
+/// A handler call of one key that other callers of the same key wait for.
+struct Flight<V> {
+    id: u64,
+    result: watch::Receiver<Option<V>>,
 }
 
 struct State<K, V> {
     map: HashMap<K, Slot<V>>,
+    /// Keys from the oldest stored to the newest, with the `seq` they were stored under. An
+    /// entry whose key is gone or was stored again since is stale and skipped; stale entries
+    /// are compacted away, so the queue stays within a constant factor of `map`. One TTL for
+    /// every result means the oldest is also the first to expire.
+    order: VecDeque<(K, u64)>,
+    flights: HashMap<K, Flight<V>>,
     seq: u64,
+}
+
+impl<K: Hash + Eq + Clone, V> State<K, V> {
+    fn is_live(&self, key: &K, seq: u64) -> bool {
+        self.map.get(key).is_some_and(|slot| slot.seq == seq)
+    }
+
+    /// Stores `value`, dropping the oldest result when full (with one TTL for all, expired
+    /// results are the oldest): O(1) amortized, as each stored key is queued once and popped
+    /// or compacted away once.
+    fn store(&mut self, key: K, value: V, now: Instant, policy: &CachePolicy) {
+        if !self.map.contains_key(&key) {
+            while self.map.len() >= policy.max_entries {
+                let Some((oldest, seq)) = self.order.pop_front() else {
+                    break;
+                };
+                if self.is_live(&oldest, seq) {
+                    self.map.remove(&oldest);
+                }
+            }
+        }
+        self.seq += 1;
+        let seq = self.seq;
+        self.order.push_back((key.clone(), seq));
+        self.map.insert(
+            key,
+            Slot {
+                value,
+                expires: now.checked_add(policy.ttl),
+                seq,
+            },
+        );
+        if self.order.len() > self.map.len().saturating_mul(2).saturating_add(32) {
+            let map = &self.map;
+            self.order
+                .retain(|(key, seq)| map.get(key).is_some_and(|slot| slot.seq == *seq));
+        }
+    }
+}
+
+/// What a caller of a cached query does next.
+pub(crate) enum Lookup<'a, K: Hash + Eq + Clone, V: Clone> {
+    /// A fresh result.
+    Hit(V),
+    /// Another caller is calling the handler: wait for its result (`None` in the channel
+    /// until then; the channel closes without a result if that call fails or is cancelled).
+    Wait(watch::Receiver<Option<V>>),
+    /// Call the handler and hand the result to [`Leader::complete`].
+    Lead(Leader<'a, K, V>),
+}
+
+/// The caller that calls the handler for a key. Dropped without
+/// [`complete`](Self::complete) (the call failed, panicked or was cancelled), it lets the
+/// waiters try again.
+pub(crate) struct Leader<'a, K: Hash + Eq + Clone, V: Clone> {
+    cache: &'a QueryCache<K, V>,
+    key: K,
+    id: u64,
+    result: watch::Sender<Option<V>>,
+    completed: bool,
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Leader<'_, K, V> {
+    /// Stores the result (unless the key was invalidated meanwhile) and hands it to the
+    /// waiters.
+    pub(crate) fn complete(mut self, value: V) {
+        self.completed = true;
+        {
+            let mut state = self.cache.state.lock();
+            if state
+                .flights
+                .get(&self.key)
+                .is_some_and(|f| f.id == self.id)
+            {
+                state.flights.remove(&self.key);
+                state.store(
+                    self.key.clone(),
+                    value.clone(),
+                    Instant::now(),
+                    &self.cache.policy,
+                );
+            }
+        }
+        self.result.send_replace(Some(value));
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Drop for Leader<'_, K, V> {
+    fn drop(&mut self) {
+        if self.completed {
+            return;
+        }
+        let mut state = self.cache.state.lock();
+        if state
+            .flights
+            .get(&self.key)
+            .is_some_and(|f| f.id == self.id)
+        {
+            state.flights.remove(&self.key);
+        }
+    }
 }
 
 pub(crate) struct QueryCache<K, V> {
@@ -72,6 +197,8 @@ impl<K: Hash + Eq + Clone, V: Clone> QueryCache<K, V> {
             policy: CachePolicy::new(policy.ttl, policy.max_entries),
             state: Mutex::new(State {
                 map: HashMap::new(),
+                order: VecDeque::new(),
+                flights: HashMap::new(),
                 seq: 0,
             }),
             hits: AtomicU64::new(0),
@@ -79,59 +206,56 @@ impl<K: Hash + Eq + Clone, V: Clone> QueryCache<K, V> {
         }
     }
 
-    /// A fresh result for `key`.
-    pub(crate) fn get(&self, key: &K) -> Option<V> {
+    /// A fresh result for `key`, or the call to wait for, or the duty to call the handler.
+    pub(crate) fn lookup(&self, key: &K) -> Lookup<'_, K, V> {
         let now = Instant::now();
         let mut state = self.state.lock();
-        let found = match state.map.get(key) {
-            Some(slot) if slot.expires > now => Some(slot.value.clone()),
+        match state.map.get(key) {
+            Some(slot) if slot.is_fresh(now) => {
+                let value = slot.value.clone();
+                drop(state);
+                self.count_hit();
+                return Lookup::Hit(value);
+            }
             Some(_) => {
                 state.map.remove(key);
-                None
             }
-            None => None,
-        };
-        drop(state);
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        found
-    }
-
-    /// Stores a result, evicting expired results, then the oldest, when full.
-    pub(crate) fn insert(&self, key: K, value: V) {
-        let now = Instant::now();
-        let mut state = self.state.lock();
-        if !state.map.contains_key(&key) && state.map.len() >= self.policy.max_entries {
-            state.map.retain(|_, slot| slot.expires > now);
-            if state.map.len() >= self.policy.max_entries {
-                let oldest = state
-                    .map
-                    .iter()
-                    .min_by_key(|(_, slot)| slot.seq)
-                    .map(|(key, _)| key.clone());
-                if let Some(oldest) = oldest {
-                    state.map.remove(&oldest);
-                }
-            }
+            None => {}
+        }
+        if let Some(flight) = state.flights.get(key) {
+            return Lookup::Wait(flight.result.clone());
         }
         state.seq += 1;
-        let seq = state.seq;
-        state.map.insert(
-            key,
-            Slot {
-                value,
-                expires: now + self.policy.ttl,
-                seq,
+        let id = state.seq;
+        let (sender, receiver) = watch::channel(None);
+        state.flights.insert(
+            key.clone(),
+            Flight {
+                id,
+                result: receiver,
             },
         );
+        drop(state);
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        Lookup::Lead(Leader {
+            cache: self,
+            key: key.clone(),
+            id,
+            result: sender,
+            completed: false,
+        })
     }
 
+    /// Counts an execution answered without calling the handler.
+    pub(crate) fn count_hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops the result of `key`; a call of it already running will not store its result.
     pub(crate) fn remove(&self, key: &K) -> bool {
-        self.state.lock().map.remove(key).is_some()
+        let mut state = self.state.lock();
+        state.flights.remove(key);
+        state.map.remove(key).is_some()
     }
 }
 
@@ -151,6 +275,8 @@ where
         let mut state = self.state.lock();
         let n = state.map.len();
         state.map.clear();
+        state.order.clear();
+        state.flights.clear();
         n
     }
 

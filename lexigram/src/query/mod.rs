@@ -10,13 +10,24 @@
 //! # Caching
 //!
 //! A handler registered with [`register_cached`](QueryBus::register_cached) keeps its results
-//! under a [`CachePolicy`]: each result lives for `ttl`, and at most `max_entries` are kept
-//! (the oldest goes first when full; expired ones before that). **The key is the query value
-//! itself**, so cached queries must be `Hash + Eq + Clone` and their output `Clone`: two equal
-//! queries share one result. Errors are never cached. Invalidate explicitly with
-//! [`invalidate`](QueryBus::invalidate) (one query value), [`invalidate_all`](QueryBus::invalidate_all)
-//! (one query type) or [`clear_caches`](QueryBus::clear_caches) (everything). The cache sits
-//! inside the middleware chain, so middleware sees cache hits too. Time is tokio's clock
+//! under a [`CachePolicy`]: each result lives for `ttl` (a TTL too long for the clock, such as
+//! `Duration::MAX`, never expires), and at most `max_entries` are kept (the oldest goes first
+//! when full; expired ones before that). Lookups, stores and evictions cost the same whatever
+//! the cache holds. **The key is the query value itself**, so cached queries must be
+//! `Hash + Eq + Clone` and their output `Clone`: two equal queries share one result.
+//!
+//! Concurrent misses of one query call the handler **once**: the first caller calls it, and
+//! the others wait and get a clone of its result (counted as hits in
+//! [`cache_stats`](QueryBus::cache_stats)). Errors are never cached or shared: the caller whose
+//! call failed gets the error (its `source` is the handler's own error), and the waiters try
+//! again, one of them calling the handler while the rest wait on that call. The same happens
+//! when the calling caller is cancelled or its handler panics, so a waiter is never stranded.
+//!
+//! Invalidate explicitly with [`invalidate`](QueryBus::invalidate) (one query value),
+//! [`invalidate_all`](QueryBus::invalidate_all) (one query type) or
+//! [`clear_caches`](QueryBus::clear_caches) (everything); a call already running when its
+//! query is invalidated still answers its callers but does not store its result. The cache
+//! sits inside the middleware chain, so middleware sees cache hits too. Time is tokio's clock
 //! (paused-clock tests see exact TTLs).
 //!
 //! # Examples
@@ -68,7 +79,7 @@ use std::marker::PhantomData;
 use std::panic::Location;
 use std::sync::Arc;
 
-use cache::{ErasedCache, QueryCache};
+use cache::{ErasedCache, Lookup, QueryCache};
 
 use crate::bus::{self, BoxFuture, Call, Mode, Registry, Scope};
 use crate::error::{BoxError, Result};
@@ -176,16 +187,28 @@ where
 {
     fn call(&self, input: Q, scope: Arc<Scope>) -> BoxFuture<'_, Result<Q::Output, BoxError>> {
         Box::pin(async move {
-            if let Some(hit) = self.cache.get(&input) {
-                return Ok(hit);
-            }
-            let key = input.clone();
+            let leader = loop {
+                match self.cache.lookup(&input) {
+                    Lookup::Hit(hit) => return Ok(hit),
+                    Lookup::Wait(mut running) => {
+                        if let Ok(result) = running.wait_for(Option::is_some).await
+                            && let Some(output) = &*result
+                        {
+                            self.cache.count_hit();
+                            return Ok(output.clone());
+                        }
+                        // The call we waited for failed or was cancelled: look again (one
+                        // of the waiters calls the handler next).
+                    }
+                    Lookup::Lead(leader) => break leader,
+                }
+            };
             let output = self
                 .handler
                 .handle(input, QueryContext { scope })
                 .await
                 .map_err(Into::into)?;
-            self.cache.insert(key, output.clone());
+            leader.complete(output.clone());
             Ok(output)
         })
     }
