@@ -90,9 +90,13 @@ fn the_default_configuration_is_the_seeds() -> TestResult {
     assert!(c.enable_dead_letter && c.allow_no_handlers && c.parallel_dispatch);
     assert!(c.continue_on_error);
     assert_eq!(c.queue_capacity, 1000);
+    assert_eq!(c.worker_idle_timeout, Duration::from_secs(30));
 
     let json = serde_json::to_value(&c)?;
     assert_eq!(json["handler_timeout_ms"], 30_000);
+    assert_eq!(json["worker_idle_timeout_ms"], 30_000);
+    let missing: EventBusConfig = serde_json::from_str("{}")?;
+    assert_eq!(missing, c, "serde defaults are the documented defaults");
     let back: EventBusConfig = serde_json::from_value(json)?;
     assert_eq!(back, c);
 
@@ -816,5 +820,287 @@ async fn an_event_that_does_not_decode_is_dead_lettered_without_retries() -> Tes
         "{}",
         letters[0].error
     );
+    Ok(())
+}
+
+/// Waits for `drain`, or says it did not return within an hour (instant on the paused clock).
+async fn drained(bus: &EventBus) -> bool {
+    tokio::time::timeout(Duration::from_secs(3600), bus.drain())
+        .await
+        .is_ok()
+}
+
+/// An envelope of the event type named `event_type`, with an empty payload.
+fn raw_envelope(event_type: &str) -> EventEnvelope {
+    let new = lexigram::message::NewEvent::new(
+        event_type.to_owned(),
+        1,
+        lexigram::message::Payload::from_json_text("{}"),
+        MessageMetadata::new(),
+    );
+    EventEnvelope::new(new, "s".into(), 0, 0, chrono::Utc::now())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_capacity_above_what_tokio_can_hold_is_refused_by_validate() -> TestResult {
+    let too_big = bus_with(|c| c.queue_capacity = tokio::sync::Semaphore::MAX_PERMITS + 1);
+    let Err(lexigram::Error::Config { problems }) = too_big else {
+        return Err(format!("expected a config error, got {too_big:?}").into());
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("queue_capacity"), "{problems:?}");
+
+    // The largest accepted capacity works.
+    let bus = bus_with(|c| c.queue_capacity = tokio::sync::Semaphore::MAX_PERMITS)?;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    bus.subscribe(move |_: Ping, _: EventContext| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        async { Ok::<_, Failed>(()) }
+    });
+    bus.publish_event("s", &Ping { n: 1 }).await?;
+    assert!(drained(&bus).await);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_longest_durations_are_accepted_and_saturate_instead_of_overflowing() -> TestResult {
+    let bus = bus_with(|c| {
+        c.handler_timeout = Duration::MAX;
+        c.retry_initial_backoff = Duration::from_millis(100);
+        c.retry_max_backoff = Duration::MAX;
+        c.retry_backoff_multiplier = f64::MAX;
+        c.max_handler_retries = u32::MAX;
+    })?;
+    bus.subscribe(|_: Ping, ctx: EventContext| async move {
+        if ctx.attempt() < 3 {
+            Err(Failed(ctx.attempt()))
+        } else {
+            Ok(())
+        }
+    });
+    let start = Instant::now();
+    bus.publish_event("s", &Ping { n: 1 }).await?;
+    // The second wait (100 ms × f64::MAX) saturates at `retry_max_backoff`: it never ends.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(bus.pending(), 1);
+    assert!(start.elapsed() >= Duration::from_millis(100));
+    bus.shutdown(Duration::MAX)
+        .await
+        .err()
+        .map_or(Ok(()), |e| match e {
+            lexigram::Error::ShutdownTimeout { .. } => Ok(()),
+            other => Err(other),
+        })?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_retry_wait_is_longer_than_retry_max_backoff_not_even_the_first() -> TestResult {
+    let bus = bus_with(|c| {
+        c.retry_initial_backoff = Duration::from_secs(10);
+        c.retry_max_backoff = Duration::from_secs(1);
+    })?;
+    let calls: Log<Instant> = Arc::default();
+    let log = calls.clone();
+    bus.subscribe(move |_: Ping, ctx: EventContext| {
+        log.lock().push(Instant::now());
+        async move {
+            if ctx.attempt() < 2 {
+                Err(Failed(ctx.attempt()))
+            } else {
+                Ok(())
+            }
+        }
+    });
+    bus.publish_event("s", &Ping { n: 1 }).await?;
+    assert!(drained(&bus).await);
+    let calls = calls.lock();
+    assert_eq!(calls.len(), 2);
+    assert_eq!(calls[1] - calls[0], Duration::from_secs(1));
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_envelope_handler_that_panics_before_returning_its_future_is_dead_lettered() -> TestResult
+{
+    let bus = bus_with(|c| c.retry_failed_handlers = false)?;
+    let calls = Arc::new(AtomicU32::new(0));
+    let counter = calls.clone();
+    bus.subscribe_type_with(
+        "test.Ping",
+        move |ctx: EventContext| {
+            if ctx.stream_id().as_str() == "bad" {
+                #[allow(clippy::panic)]
+                {
+                    panic!("boom before the future");
+                }
+            }
+            counter.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, Failed>(()) }
+        },
+        SubscribeOptions::new().name("eager"),
+    );
+    bus.publish_event("bad", &Ping { n: 1 }).await?;
+    bus.publish_event("good", &Ping { n: 2 }).await?;
+    assert!(drained(&bus).await, "drain returned");
+    bus.publish_event("good", &Ping { n: 3 }).await?;
+    assert!(drained(&bus).await, "drain returned");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the worker kept running");
+    let letters = bus.dead_letters();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(&*letters[0].handler, "eager");
+    assert_eq!(
+        letters[0].error,
+        HandlerPanicked {
+            message: "boom before the future".into()
+        }
+        .to_string()
+    );
+    bus.shutdown(Duration::from_secs(1)).await?;
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publish_cancelled_while_waiting_for_room_is_not_counted() -> TestResult {
+    let bus = bus_with(|c| c.queue_capacity = 1)?;
+    let handled: Log<u32> = Arc::default();
+    let log = handled.clone();
+    bus.subscribe(move |e: Ping, _: EventContext| {
+        let log = log.clone();
+        async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            log.lock().push(e.n);
+            Ok::<_, Failed>(())
+        }
+    });
+    bus.publish_event("s", &Ping { n: 1 }).await?;
+    tokio::task::yield_now().await; // e1 leaves the queue and is being handled
+    bus.publish_event("s", &Ping { n: 2 }).await?; // fills the queue
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(10),
+        bus.publish_event("s", &Ping { n: 3 }),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the third publish was still waiting");
+    assert_eq!(bus.pending(), 2);
+    assert!(drained(&bus).await, "drain returned");
+    assert_eq!(bus.pending(), 0);
+    assert_eq!(*handled.lock(), [1, 2]);
+    bus.shutdown(Duration::from_secs(1)).await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_returns_by_its_deadline_even_when_a_handler_blocks_its_thread() -> TestResult {
+    let bus = EventBus::new();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let signal = started.clone();
+    bus.subscribe(move |_: Ping, _: EventContext| {
+        signal.notify_one();
+        async {
+            // Blocking on purpose: the deadline must hold even so.
+            std::thread::sleep(Duration::from_secs(2));
+            Ok::<_, Failed>(())
+        }
+    });
+    bus.publish_event("s", &Ping { n: 1 }).await?;
+    started.notified().await;
+    let start = std::time::Instant::now();
+    let result = bus.shutdown(Duration::from_millis(200)).await;
+    let elapsed = start.elapsed();
+    assert!(elapsed < Duration::from_secs(1), "took {elapsed:?}");
+    let Err(lexigram::Error::ShutdownTimeout { abandoned, .. }) = result else {
+        return Err(format!("expected ShutdownTimeout, got {result:?}").into());
+    };
+    assert_eq!(abandoned, 1);
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
+async fn idle_workers_end_and_are_started_again_on_demand() -> TestResult {
+    let bus = EventBus::new();
+    let seen: Log<String> = Arc::default();
+    let log = seen.clone();
+    bus.subscribe_all(move |ctx: EventContext| {
+        log.lock().push(ctx.event_type().to_owned());
+        async { Ok::<_, Failed>(()) }
+    });
+    for i in 0..1000 {
+        bus.publish(raw_envelope(&format!("test.Type{i}"))).await?;
+    }
+    assert!(drained(&bus).await);
+    assert_eq!(seen.lock().len(), 1000);
+    assert_eq!(bus.live_tasks(), 1000, "one worker per event type");
+
+    let idle = bus.config().worker_idle_timeout;
+    assert_eq!(idle, Duration::from_secs(30), "the documented default");
+    tokio::time::sleep(idle - Duration::from_millis(1)).await;
+    assert_eq!(bus.live_tasks(), 1000, "not idle long enough yet");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    assert_eq!(bus.live_tasks(), 0, "idle workers ended");
+
+    bus.publish(raw_envelope("test.Type7")).await?;
+    bus.publish(raw_envelope("test.Type7")).await?;
+    assert!(drained(&bus).await);
+    assert_eq!(seen.lock().len(), 1002, "a new worker took the next events");
+    assert_eq!(bus.live_tasks(), 1);
+    bus.shutdown(Duration::from_secs(1)).await?;
+    assert_eq!(bus.live_tasks(), 0);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_while_idle_workers_end_are_never_lost_nor_reordered() -> TestResult {
+    // Workers end whenever their queue is empty, and a queue of one makes publishers wait
+    // for room: every gap between two events races a worker that is ending against a
+    // publish that already holds its lane.
+    let bus = bus_with(|c| {
+        c.worker_idle_timeout = Duration::ZERO;
+        c.queue_capacity = 1;
+    })?;
+    let pings: Log<u32> = Arc::default();
+    let pongs: Log<u32> = Arc::default();
+    let (a, b) = (pings.clone(), pongs.clone());
+    bus.subscribe(move |e: Ping, _: EventContext| {
+        a.lock().push(e.n);
+        async { Ok::<_, Failed>(()) }
+    });
+    bus.subscribe(move |e: Pong, _: EventContext| {
+        b.lock().push(e.n);
+        async { Ok::<_, Failed>(()) }
+    });
+    const N: u32 = 10_000;
+    let (ping_bus, pong_bus) = (bus.clone(), bus.clone());
+    let ping = tokio::spawn(async move {
+        for n in 0..N {
+            ping_bus.publish_event("s", &Ping { n }).await?;
+            if n % 3 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok::<_, lexigram::Error>(())
+    });
+    let pong = tokio::spawn(async move {
+        for n in 0..N {
+            pong_bus.publish_event("s", &Pong { n }).await?;
+            tokio::task::yield_now().await;
+        }
+        Ok::<_, lexigram::Error>(())
+    });
+    ping.await??;
+    pong.await??;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(5), bus.drain())
+            .await
+            .is_ok(),
+        "drain returned"
+    );
+    assert_eq!(*pings.lock(), (0..N).collect::<Vec<_>>());
+    assert_eq!(*pongs.lock(), (0..N).collect::<Vec<_>>());
+    assert_eq!(bus.pending(), 0);
+    bus.shutdown(Duration::from_secs(5)).await?;
+    assert_eq!(bus.live_tasks(), 0);
     Ok(())
 }

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 /// | `continue_on_error` | `true` |
 /// | `queue_capacity` | 1000 per event type |
 /// | `dead_letter_capacity` | 10 000 (the oldest go first) |
+/// | `worker_idle_timeout` | 30 s |
 ///
 /// Serialized durations are whole milliseconds (`handler_timeout_ms`, ...); missing fields
 /// take their defaults.
@@ -47,7 +48,7 @@ pub struct EventBusConfig {
     /// How many times a failed handler is called again (so `1 + max_handler_retries`
     /// attempts in all).
     pub max_handler_retries: u32,
-    /// The wait before the first retry.
+    /// The wait before the first retry (at most `retry_max_backoff`).
     #[serde(rename = "retry_initial_backoff_ms", with = "millis")]
     pub retry_initial_backoff: Duration,
     /// Each next wait is the previous one times this (at least 1).
@@ -68,10 +69,19 @@ pub struct EventBusConfig {
     /// parallel dispatch every handler has already started.)
     pub continue_on_error: bool,
     /// How many published events may wait per event type; `publish` waits when it is full.
+    /// At least 1 and at most `tokio::sync::Semaphore::MAX_PERMITS` (the queue's room is a
+    /// tokio semaphore); memory is taken per queued event, not reserved up front.
     pub queue_capacity: usize,
     /// How many dead letters are kept; beyond it the oldest is dropped (with a warning), so a
     /// handler failing forever cannot exhaust memory.
     pub dead_letter_capacity: usize,
+    /// The background task of an event type ends after its queue has been empty this long,
+    /// freeing the queue; the next event of that type starts a new one. Order and
+    /// backpressure are kept across the change. `0` ends it as soon as its queue is empty (a
+    /// task start per burst); a duration too long for the clock (such as `Duration::MAX`)
+    /// keeps it until the bus is shut down or dropped.
+    #[serde(rename = "worker_idle_timeout_ms", with = "millis")]
+    pub worker_idle_timeout: Duration,
 }
 
 impl Default for EventBusConfig {
@@ -90,6 +100,7 @@ impl Default for EventBusConfig {
             continue_on_error: true,
             queue_capacity: 1000,
             dead_letter_capacity: 10_000,
+            worker_idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -117,6 +128,13 @@ impl EventBusConfig {
         }
         if self.queue_capacity == 0 {
             problems.push("event bus `queue_capacity` is 0; set it to at least 1".to_owned());
+        }
+        if self.queue_capacity > tokio::sync::Semaphore::MAX_PERMITS {
+            problems.push(format!(
+                "event bus `queue_capacity` is {}; set it to at most {}",
+                self.queue_capacity,
+                tokio::sync::Semaphore::MAX_PERMITS
+            ));
         }
         if self.handler_timeout.is_zero() {
             problems.push(

@@ -161,7 +161,8 @@ where
     }
 }
 
-/// The object-safe form the bus stores.
+/// The object-safe form the bus stores. `call` must not run the user's code before the future
+/// is polled (the bus guards the poll, and guards the call too in case).
 pub(crate) trait ErasedEventHandler: Send + Sync + 'static {
     fn call(&self, ctx: EventContext) -> BoxFuture<'_, Result<(), BoxError>>;
 }
@@ -186,8 +187,9 @@ pub(crate) struct Untyped<H> {
 
 impl<H: EnvelopeHandler> ErasedEventHandler for Untyped<H> {
     fn call(&self, ctx: EventContext) -> BoxFuture<'_, Result<(), BoxError>> {
-        let future = self.handler.handle(ctx);
-        Box::pin(async move { future.await.map_err(Into::into) })
+        // Lazy, like `Typed`: the handler is called when the bus first polls, inside its
+        // panic guard and the event's scope.
+        Box::pin(async move { self.handler.handle(ctx).await.map_err(Into::into) })
     }
 }
 

@@ -3,8 +3,12 @@
 //!
 //! - [`publish`](EventBus::publish) puts an event in the bounded queue of its event type
 //!   ([`queue_capacity`](EventBusConfig::queue_capacity)) and returns once it is accepted; a
-//!   full queue makes `publish` wait (backpressure). Events of one type are handled in the
-//!   order they were published (FIFO), by one background task per event type. An event no
+//!   full queue makes `publish` wait (backpressure); a `publish` cancelled while it waits
+//!   leaves nothing behind. Events of one type are handled in the order they were published
+//!   (FIFO), by one background task per event type, started by its first event and ended
+//!   once its queue has been empty for
+//!   [`worker_idle_timeout`](EventBusConfig::worker_idle_timeout) (the next event starts a
+//!   new one; order and backpressure hold across the change). An event no
 //!   handler is subscribed to is dropped with `Ok`, or refused when
 //!   [`allow_no_handlers`](EventBusConfig::allow_no_handlers) is off.
 //! - Handlers of every event ([`subscribe_all`](EventBus::subscribe_all)) run first, then
@@ -14,16 +18,18 @@
 //!   [`max_concurrent_handlers`](EventBusConfig::max_concurrent_handlers) at once across the
 //!   whole bus, or one after another with `parallel_dispatch` off.
 //! - Each attempt is cancelled after [`handler_timeout`](EventBusConfig::handler_timeout). A
-//!   failed attempt (error, timeout or panic — panics are caught) is retried after 100 ms,
-//!   200 ms, 400 ms (by default; `tokio::time::sleep`, so it really waits). After the last
+//!   failed attempt (error, timeout or panic — panics are caught, including one raised before
+//!   the handler returns its future) is retried after 100 ms, 200 ms, 400 ms (by default;
+//!   `tokio::time::sleep`, so it really waits; never longer than
+//!   [`retry_max_backoff`](EventBusConfig::retry_max_backoff)). After the last
 //!   attempt the event goes to the **dead-letter queue** with the handler's name, the attempt
 //!   count and the error: [`dead_letters`](EventBus::dead_letters),
 //!   [`dead_letter_count`](EventBus::dead_letter_count),
 //!   [`replay_dead_letter`](EventBus::replay_dead_letter),
 //!   [`delete_dead_letter`](EventBus::delete_dead_letter).
 //! - [`drain`](EventBus::drain) waits (without polling) until every queue is empty and no
-//!   handler runs; [`shutdown`](EventBus::shutdown) refuses new events, drains with a deadline,
-//!   then stops and joins every background task.
+//!   handler runs; [`shutdown`](EventBus::shutdown) refuses new events, drains, then stops
+//!   and joins every background task, all within one deadline.
 //! - Hooks: [`on_published`](EventBus::on_published), [`on_handled`](EventBus::on_handled),
 //!   [`on_failed`](EventBus::on_failed). Each event is handled in a `lexigram.event` `tracing`
 //!   span with its type, stream id, stream version and global position.
@@ -75,7 +81,7 @@ pub use handler::{
     SubscribeOptions, SubscriptionId,
 };
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
@@ -88,8 +94,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Notify, Semaphore, mpsc};
-use tokio::task::JoinHandle;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use handler::{ErasedEventHandler, Typed, Untyped};
@@ -248,9 +255,13 @@ struct Shared {
     pending: AtomicU64,
     idle: Notify,
     closed: AtomicBool,
+    /// `shutdown` stopped waiting for the accepted events: workers stop at once.
+    stopped: AtomicBool,
     dead_letters: Mutex<BTreeMap<DeadLetterId, DeadLetter>>,
     next_dead_letter: AtomicU64,
     live_tasks: AtomicUsize,
+    /// The queue of each event type that has a worker.
+    lanes: RwLock<HashMap<Arc<str>, Arc<Lane>>>,
 }
 
 /// A failure after the last attempt.
@@ -271,19 +282,16 @@ impl Shared {
         result
     }
 
-    /// One accepted event is done.
-    fn finish_one(&self) {
-        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    /// Takes back the count of an event that was never queued.
-    fn unaccept(&self) {
+    /// `n` accepted events are done (handled, or dropped). Saturates: a task stuck past
+    /// `shutdown` may finish after the count was reset.
+    fn finish(&self, n: u64) {
         let before = self
             .pending
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
-        if before == Ok(1) {
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(p.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        if before > 0 && before <= n {
             self.idle.notify_waiters();
         }
     }
@@ -346,7 +354,10 @@ impl Shared {
         let timed = !hooks.handled.is_empty() || !hooks.failed.is_empty();
         let started = timed.then(tokio::time::Instant::now);
         let elapsed = || started.map_or(Duration::ZERO, |s| s.elapsed());
-        let mut backoff = self.config.retry_initial_backoff;
+        let mut backoff = self
+            .config
+            .retry_initial_backoff
+            .min(self.config.retry_max_backoff);
         let mut attempt = 1;
         loop {
             let error = match self.attempt(sub, envelope, attempt).await {
@@ -400,7 +411,12 @@ impl Shared {
             handler: Arc::clone(&sub.name),
             attempt,
         };
-        let call = in_scope(Parent::Event(Arc::clone(envelope)), sub.handler.call(ctx));
+        // The handler is called inside the guarded future, not before it: a handler that
+        // panics before returning its future is caught like one that panics while running,
+        // and its synchronous part runs in the event's scope too.
+        let call = in_scope(Parent::Event(Arc::clone(envelope)), async move {
+            sub.handler.call(ctx).await
+        });
         let after = self.config.handler_timeout;
         let mut call = std::pin::pin!(AssertUnwindSafe(call).catch_unwind());
         // A handler that finishes in its first poll needs no timer: poll once before arming it.
@@ -482,43 +498,204 @@ impl Shared {
     }
 }
 
-/// Counts a background task as alive until it ends (or is aborted).
-struct LiveTask(Arc<Shared>);
+/// The queue of one event type, shared by its publishers and its worker.
+struct Lane {
+    event_type: Arc<str>,
+    state: Mutex<LaneState>,
+    /// Free places in the queue: `publish` takes one (waiting while there is none) and the
+    /// worker gives it back when it takes the event out. Never closed.
+    room: Semaphore,
+    /// Wakes the worker when an event arrives in its empty queue, or when the lane is retired.
+    wake: Notify,
+}
 
-impl LiveTask {
-    fn new(shared: &Arc<Shared>) -> Self {
+struct LaneState {
+    events: VecDeque<Arc<EventEnvelope>>,
+    /// The lane is out of the bus's map (its worker ended or is ending, or the bus stopped):
+    /// publishers must not queue into it, and look the lane up again.
+    retired: bool,
+}
+
+impl Lane {
+    fn new(event_type: Arc<str>, capacity: usize) -> Self {
+        Self {
+            event_type,
+            state: Mutex::new(LaneState {
+                events: VecDeque::new(),
+                retired: false,
+            }),
+            room: Semaphore::new(capacity),
+            wake: Notify::new(),
+        }
+    }
+}
+
+/// The background task of one event type: handles its lane's events in order. Counted in
+/// `live_tasks` while it lives.
+///
+/// It ends when its queue has been empty for `worker_idle_timeout`, after taking its lane out
+/// of the bus under the map's lock: a publisher either queued before that (and the worker
+/// keeps going) or finds the lane retired and opens a new one, whose events all come after
+/// this lane's. It also ends when the bus is dropped (once its queue is empty) or stopped.
+struct Worker {
+    shared: Arc<Shared>,
+    lane: Arc<Lane>,
+    /// An event is being handled (it is counted in `pending`).
+    in_flight: bool,
+}
+
+impl Worker {
+    fn new(shared: &Arc<Shared>, lane: &Arc<Lane>) -> Self {
         shared.live_tasks.fetch_add(1, Ordering::SeqCst);
-        Self(Arc::clone(shared))
+        Self {
+            shared: Arc::clone(shared),
+            lane: Arc::clone(lane),
+            in_flight: false,
+        }
+    }
+
+    async fn run(mut self) {
+        let idle = self.shared.config.worker_idle_timeout;
+        loop {
+            // After `shutdown` gave up waiting, a task stuck in blocking code goes no further.
+            if self.shared.stopped.load(Ordering::Acquire) {
+                return;
+            }
+            let next = {
+                let mut state = self.lane.state.lock();
+                match state.events.pop_front() {
+                    Some(envelope) => Some(envelope),
+                    None if state.retired => return,
+                    None => None,
+                }
+            };
+            if let Some(envelope) = next {
+                self.lane.room.add_permits(1);
+                self.in_flight = true;
+                self.shared.deliver(&envelope).await;
+                self.in_flight = false;
+                self.shared.finish(1);
+                continue;
+            }
+            let woken = tokio::time::timeout(idle, self.lane.wake.notified())
+                .await
+                .is_ok();
+            if !woken && self.retire_if_idle() {
+                return;
+            }
+        }
+    }
+
+    /// Takes the lane out of the bus if its queue is still empty.
+    fn retire_if_idle(&self) -> bool {
+        let mut lanes = self.shared.lanes.write();
+        let mut state = self.lane.state.lock();
+        if !state.events.is_empty() {
+            return false;
+        }
+        state.retired = true;
+        if lanes
+            .get(&self.lane.event_type)
+            .is_some_and(|lane| Arc::ptr_eq(lane, &self.lane))
+        {
+            lanes.remove(&self.lane.event_type);
+        }
+        true
     }
 }
 
-impl Drop for LiveTask {
+impl Drop for Worker {
+    /// A worker ends with its lane retired and empty. If it ends otherwise (aborted by
+    /// `shutdown`, or a panic outside the handlers, which are guarded), its lane leaves the
+    /// bus so the next event of its type starts a new worker, and the events it will not
+    /// handle are no longer counted, so `drain` still returns.
     fn drop(&mut self) {
-        self.0.live_tasks.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// The background task of one event type: handles its events in order.
-async fn drain_queue(mut queue: mpsc::Receiver<Arc<EventEnvelope>>, task: LiveTask) {
-    let shared = &task.0;
-    while let Some(envelope) = queue.recv().await {
-        shared.deliver(&envelope).await;
-        shared.finish_one();
+        let clean = {
+            let state = self.lane.state.lock();
+            state.retired && state.events.is_empty()
+        };
+        let mut lost = u64::from(self.in_flight);
+        if !clean {
+            let mut lanes = self.shared.lanes.write();
+            let mut state = self.lane.state.lock();
+            if !state.retired {
+                state.retired = true;
+                if lanes
+                    .get(&self.lane.event_type)
+                    .is_some_and(|lane| Arc::ptr_eq(lane, &self.lane))
+                {
+                    lanes.remove(&self.lane.event_type);
+                }
+            }
+            lost += state.events.len() as u64;
+            state.events.clear();
+        }
+        if lost > 0 {
+            if !self.shared.closed.load(Ordering::Acquire) {
+                tracing::error!(
+                    event_type = %self.lane.event_type,
+                    lost,
+                    "an event bus worker ended unexpectedly; its unhandled events are dropped and the next event of its type starts a new worker"
+                );
+            }
+            self.shared.finish(lost);
+        }
+        self.shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 struct Inner {
     shared: Arc<Shared>,
-    queues: RwLock<HashMap<Arc<str>, mpsc::Sender<Arc<EventEnvelope>>>>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The workers' tasks (ended ones are reaped when the next worker starts).
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl Drop for Inner {
+    /// The last clone is gone: the workers handle what is queued, then end.
+    fn drop(&mut self) {
+        self.tasks.get_mut().detach_all();
+        let lanes = std::mem::take(&mut *self.shared.lanes.write());
+        for lane in lanes.into_values() {
+            lane.state.lock().retired = true;
+            lane.wake.notify_one();
+        }
+    }
+}
+
+/// Runs `future` until `until` (`None`: no deadline); `None` if the deadline came first.
+async fn within<F: std::future::Future>(until: Option<Instant>, future: F) -> Option<F::Output> {
+    match until {
+        Some(until) => tokio::time::timeout_at(until, future).await.ok(),
+        None => Some(future.await),
+    }
+}
+
+/// Scheduler turns an aborted task gets past the deadline to end.
+const ABORT_TURNS: usize = 8;
+
+/// Waits for the (aborted) tasks until `until`. An aborted task ends when it is next
+/// scheduled, which takes no time unless it is stuck in blocking code, so past the deadline
+/// each still gets a few scheduler turns (no timer). Returns how many are still running.
+async fn join_until(tasks: &mut JoinSet<()>, until: Option<Instant>) -> usize {
+    let _ = within(until, async { while tasks.join_next().await.is_some() {} }).await;
+    for _ in 0..ABORT_TURNS {
+        while tasks.try_join_next().is_some() {}
+        if tasks.is_empty() {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    tasks.len()
 }
 
 /// The in-process event bus. Cheap to clone; clones share everything. See the
 /// [module docs](self).
 ///
-/// Background tasks are started on the tokio runtime of the first `publish` of each event
-/// type. Dropping every clone lets them finish the queued events and end; call
-/// [`shutdown`](Self::shutdown) to stop them deterministically.
+/// Background tasks are started on the tokio runtime of the `publish` that finds its event
+/// type without one, and end after
+/// [`worker_idle_timeout`](EventBusConfig::worker_idle_timeout) without events. Dropping every
+/// clone lets them finish the queued events and end; call [`shutdown`](Self::shutdown) to
+/// stop them deterministically.
 #[derive(Clone)]
 pub struct EventBus {
     inner: Arc<Inner>,
@@ -551,15 +728,16 @@ impl EventBus {
             pending: AtomicU64::new(0),
             idle: Notify::new(),
             closed: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             dead_letters: Mutex::new(BTreeMap::new()),
             next_dead_letter: AtomicU64::new(0),
             live_tasks: AtomicUsize::new(0),
+            lanes: RwLock::new(HashMap::new()),
         };
         Self {
             inner: Arc::new(Inner {
                 shared: Arc::new(shared),
-                queues: RwLock::new(HashMap::new()),
-                tasks: Mutex::new(Vec::new()),
+                tasks: Mutex::new(JoinSet::new()),
             }),
         }
     }
@@ -744,25 +922,35 @@ impl EventBus {
                 reason: "no handler is subscribed to it and `allow_no_handlers` is off; subscribe a handler first, or turn `allow_no_handlers` on".to_owned(),
             });
         }
-        // Counted before the closed check, so `shutdown` either sees this event or this
-        // publish sees `closed`.
-        shared.pending.fetch_add(1, Ordering::SeqCst);
-        if shared.closed.load(Ordering::SeqCst) {
-            shared.unaccept();
-            return Err(closed(&envelope));
-        }
         let hooked = (!routes.hooks.published.is_empty()).then(|| Arc::clone(&envelope));
-        let sent = match self.try_send(envelope) {
-            Ok(None) => Ok(()),
-            Ok(Some((sender, envelope))) => sender.send(envelope).await.map_err(|e| e.0),
-            Err(error) => {
-                shared.unaccept();
-                return Err(error);
+        loop {
+            let lane = self.lane(&envelope)?;
+            // Waiting for room is the only await, and nothing is counted or queued before it
+            // ends: a publish cancelled while it waits leaves no trace.
+            let Ok(room) = lane.room.acquire().await else {
+                return Err(closed(&envelope)); // never closed
+            };
+            let mut state = lane.state.lock();
+            if state.retired {
+                // Its worker ended meanwhile; the next lane starts a new one.
+                continue;
             }
-        };
-        if let Err(envelope) = sent {
-            shared.unaccept();
-            return Err(closed(&envelope));
+            // Counted before the closed check, so `shutdown` either sees this event or this
+            // publish sees `closed`.
+            shared.pending.fetch_add(1, Ordering::SeqCst);
+            if shared.closed.load(Ordering::SeqCst) {
+                drop(state);
+                shared.finish(1);
+                return Err(closed(&envelope));
+            }
+            let was_empty = state.events.is_empty();
+            state.events.push_back(envelope);
+            room.forget();
+            drop(state);
+            if was_empty {
+                lane.wake.notify_one();
+            }
+            break;
         }
         if let Some(envelope) = hooked {
             publish_hooks(&routes.hooks, &envelope);
@@ -770,40 +958,15 @@ impl EventBus {
         Ok(())
     }
 
-    /// Queues without waiting when there is room. Otherwise returns the queue to wait on.
-    #[allow(clippy::type_complexity)]
-    fn try_send(
-        &self,
-        envelope: Arc<EventEnvelope>,
-    ) -> Result<Option<(mpsc::Sender<Arc<EventEnvelope>>, Arc<EventEnvelope>)>> {
-        use mpsc::error::TrySendError;
-        let envelope = {
-            let queues = self.inner.queues.read();
-            match queues.get(&envelope.event_type) {
-                Some(sender) => match sender.try_send(envelope) {
-                    Ok(()) => return Ok(None),
-                    Err(TrySendError::Full(envelope)) => {
-                        return Ok(Some((sender.clone(), envelope)));
-                    }
-                    Err(TrySendError::Closed(envelope)) => return Err(closed(&envelope)),
-                },
-                None => envelope,
-            }
-        };
-        let sender = self.open_queue(&envelope)?;
-        match sender.try_send(envelope) {
-            Ok(()) => Ok(None),
-            Err(TrySendError::Full(envelope)) => Ok(Some((sender, envelope))),
-            Err(TrySendError::Closed(envelope)) => Err(closed(&envelope)),
-        }
-    }
-
-    /// The queue of an event type, created with its background task on first use.
-    fn open_queue(&self, envelope: &EventEnvelope) -> Result<mpsc::Sender<Arc<EventEnvelope>>> {
+    /// The lane of an event type, opened with its worker when it has none.
+    fn lane(&self, envelope: &EventEnvelope) -> Result<Arc<Lane>> {
         let shared = &self.inner.shared;
-        let mut queues = self.inner.queues.write();
-        if let Some(sender) = queues.get(&envelope.event_type) {
-            return Ok(sender.clone());
+        if let Some(lane) = shared.lanes.read().get(&envelope.event_type) {
+            return Ok(Arc::clone(lane));
+        }
+        let mut lanes = shared.lanes.write();
+        if let Some(lane) = lanes.get(&envelope.event_type) {
+            return Ok(Arc::clone(lane));
         }
         if shared.closed.load(Ordering::SeqCst) {
             return Err(closed(envelope));
@@ -812,11 +975,17 @@ impl EventBus {
             event_type: Arc::clone(&envelope.event_type),
             reason: "no tokio runtime is running; publish from inside a tokio runtime (the bus runs its handlers on it)".to_owned(),
         })?;
-        let (sender, receiver) = mpsc::channel(shared.config.queue_capacity);
-        let task = runtime.spawn(drain_queue(receiver, LiveTask::new(shared)));
-        self.inner.tasks.lock().push(task);
-        queues.insert(Arc::clone(&envelope.event_type), sender.clone());
-        Ok(sender)
+        let lane = Arc::new(Lane::new(
+            Arc::clone(&envelope.event_type),
+            shared.config.queue_capacity,
+        ));
+        {
+            let mut tasks = self.inner.tasks.lock();
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn_on(Worker::new(shared, &lane).run(), &runtime);
+        }
+        lanes.insert(Arc::clone(&envelope.event_type), Arc::clone(&lane));
+        Ok(lane)
     }
 
     /// Waits until every queue is empty and no handler is running (retries included). Does
@@ -839,30 +1008,40 @@ impl EventBus {
         self.inner.shared.pending.load(Ordering::Acquire)
     }
 
-    /// Stops the bus: refuses new events (`publish` fails from now on), waits up to `deadline`
-    /// for the accepted ones to be handled, then stops every background task and waits for
-    /// each to end. No task of the bus outlives this call.
+    /// Stops the bus: refuses new events (`publish` fails from now on), waits for the accepted
+    /// ones to be handled, then stops every background task and waits for each to end, all
+    /// within `deadline` (a deadline too long for the clock is none).
     ///
     /// Fails with [`Error::ShutdownTimeout`] (after stopping everything) when the deadline
-    /// passed first; the unhandled events are abandoned.
+    /// passed first; the unhandled events are abandoned. A task cannot be stopped while it
+    /// runs blocking code (a handler that blocks its thread): one still running at the
+    /// deadline is aborted, so it ends at its next `.await` without handling anything more,
+    /// and counted in [`live_tasks`](Self::live_tasks) until then; `shutdown` returns without
+    /// waiting for it (logging a warning) and fails with [`Error::ShutdownTimeout`].
     pub async fn shutdown(&self, deadline: Duration) -> Result<()> {
         let shared = &self.inner.shared;
+        let until = Instant::now().checked_add(deadline);
         shared.closed.store(true, Ordering::SeqCst);
-        let drained = tokio::time::timeout(deadline, self.drain()).await.is_ok();
+        let drained = within(until, self.drain()).await.is_some();
         let abandoned = shared.pending.load(Ordering::Acquire);
-        drop(std::mem::take(&mut *self.inner.queues.write()));
-        let tasks = std::mem::take(&mut *self.inner.tasks.lock());
-        for task in &tasks {
-            task.abort();
+        shared.stopped.store(true, Ordering::Release);
+        let lanes = std::mem::take(&mut *shared.lanes.write());
+        for lane in lanes.values() {
+            lane.state.lock().retired = true;
         }
-        for task in tasks {
-            // Ends as cancelled (or finished); a drain task never panics (handlers' panics
-            // are caught).
-            let _ = task.await;
+        let mut tasks = std::mem::take(&mut *self.inner.tasks.lock());
+        tasks.abort_all();
+        let running = join_until(&mut tasks, until).await;
+        if running > 0 {
+            tracing::warn!(
+                running,
+                ?deadline,
+                "event bus tasks still running at the shutdown deadline (a handler blocking its thread?); they were aborted and end at their next await"
+            );
         }
         shared.pending.store(0, Ordering::SeqCst);
         shared.idle.notify_waiters();
-        if drained {
+        if drained && running == 0 {
             tracing::debug!("event bus shut down");
             Ok(())
         } else {
@@ -879,8 +1058,10 @@ impl EventBus {
         self.inner.shared.closed.load(Ordering::Acquire)
     }
 
-    /// How many background tasks of this bus are alive (one per event type published so far,
-    /// 0 after shutdown).
+    /// How many background tasks of this bus are alive: one per event type with an event in
+    /// its queue or handled within the last
+    /// [`worker_idle_timeout`](EventBusConfig::worker_idle_timeout); 0 after shutdown (but for
+    /// a task still stuck in blocking code, see [`shutdown`](Self::shutdown)).
     pub fn live_tasks(&self) -> usize {
         self.inner.shared.live_tasks.load(Ordering::SeqCst)
     }
