@@ -107,6 +107,26 @@ pub enum Error {
         source: Option<BoxError>,
     },
 
+    /// The store was closed (by [`close`](crate::store::EventStore::close) or the app's
+    /// shutdown). Retrying cannot help: open a new store.
+    #[error("the {backend} store was closed; open a new one")]
+    StoreClosed {
+        /// Which backend (`memory`, `sqlite`, `postgres`, ...).
+        backend: &'static str,
+    },
+
+    /// A stream id no store can hold. Nothing was read or written.
+    #[error(
+        "invalid stream id `{preview}`: {reason}; stream ids are UTF-8 text of at most {max} bytes without NUL characters",
+        max = crate::store::MAX_STREAM_ID_BYTES
+    )]
+    InvalidStreamId {
+        /// The start of the id (long ids are cut, NULs shown as `\0`).
+        preview: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A value could not be serialized or deserialized.
     #[error("could not serialize or deserialize {what}: {source}")]
     Serialization {
@@ -305,6 +325,30 @@ pub enum Error {
         /// How many accepted events were not handled.
         abandoned: u64,
     },
+}
+
+impl Error {
+    /// Whether repeating the same call, unchanged, may succeed: the store was unreachable or
+    /// lost its connection ([`StoreConnection`](Error::StoreConnection)), or the work did not
+    /// finish in time ([`Timeout`](Error::Timeout)).
+    ///
+    /// Retrying an append is safe even when its connection died after the commit: appends are
+    /// idempotent by event id, so a retry of a stored append returns its original result. A
+    /// [`Concurrency`](Error::Concurrency) conflict is not retryable as is (reload the
+    /// aggregate and decide again), and errors about the input
+    /// ([`EventPersistence`](Error::EventPersistence),
+    /// [`InvalidStreamId`](Error::InvalidStreamId), [`Config`](Error::Config), ...) or a
+    /// [`StoreClosed`](Error::StoreClosed) store never go away by themselves.
+    ///
+    /// ```
+    /// use lexigram::Error;
+    /// let outage = Error::StoreConnection { backend: "postgres", reason: "connection reset".into(), source: None };
+    /// assert!(outage.is_retryable());
+    /// assert!(!Error::StoreClosed { backend: "postgres" }.is_retryable());
+    /// ```
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::StoreConnection { .. } | Self::Timeout { .. })
+    }
 }
 
 /// An append found the stream at another version than expected. Nothing was written.

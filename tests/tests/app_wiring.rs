@@ -289,7 +289,7 @@ async fn health_reports_components_and_shutdown_stops_everything() -> Result<(),
     assert!(bus.is_shut_down());
     assert_eq!(bus.live_tasks(), 0, "no bus task outlives shutdown");
     assert!(
-        matches!(store.ping().await, Err(Error::StoreConnection { .. })),
+        matches!(store.ping().await, Err(Error::StoreClosed { .. })),
         "the store is closed"
     );
     Ok(())

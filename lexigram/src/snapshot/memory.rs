@@ -95,11 +95,7 @@ impl InMemorySnapshotStore {
 }
 
 fn closed() -> Error {
-    Error::StoreConnection {
-        backend: "memory",
-        reason: "the snapshot store was closed; build a new one".into(),
-        source: None,
-    }
+    Error::StoreClosed { backend: "memory" }
 }
 
 fn trim(list: &mut Vec<Snapshot>, keep: usize) -> u64 {
@@ -115,6 +111,7 @@ impl SnapshotStore for InMemorySnapshotStore {
     }
 
     async fn save(&self, snapshot: Snapshot) -> Result<()> {
+        crate::store::check_stream_id(snapshot.aggregate_id.as_str())?;
         let max = self.max_per_aggregate;
         self.write(|inner| {
             let list = inner
@@ -130,6 +127,7 @@ impl SnapshotStore for InMemorySnapshotStore {
     }
 
     async fn latest(&self, aggregate_id: &str) -> Result<Option<Snapshot>> {
+        crate::store::check_stream_id(aggregate_id)?;
         self.read(|inner| {
             inner
                 .by_aggregate
@@ -139,6 +137,7 @@ impl SnapshotStore for InMemorySnapshotStore {
     }
 
     async fn by_version(&self, aggregate_id: &str, version: u64) -> Result<Option<Snapshot>> {
+        crate::store::check_stream_id(aggregate_id)?;
         self.read(|inner| {
             let list = inner.by_aggregate.get(aggregate_id)?;
             let index = list.binary_search_by_key(&version, |s| s.version).ok()?;
@@ -147,6 +146,7 @@ impl SnapshotStore for InMemorySnapshotStore {
     }
 
     async fn delete_old(&self, aggregate_id: &str, keep: usize) -> Result<u64> {
+        crate::store::check_stream_id(aggregate_id)?;
         self.write(|inner| {
             inner
                 .by_aggregate
@@ -156,6 +156,7 @@ impl SnapshotStore for InMemorySnapshotStore {
     }
 
     async fn delete_all(&self, aggregate_id: &str) -> Result<u64> {
+        crate::store::check_stream_id(aggregate_id)?;
         self.write(|inner| {
             inner
                 .by_aggregate

@@ -138,6 +138,7 @@ impl SnapshotStore for PostgresSnapshotStore {
     }
 
     async fn save(&self, snapshot: Snapshot) -> Result<()> {
+        crate::store::check_stream_id(snapshot.aggregate_id.as_str())?;
         self.check_open()?;
         let id = snapshot.aggregate_id.as_str();
         let what = format!(
@@ -170,11 +171,13 @@ impl SnapshotStore for PostgresSnapshotStore {
     }
 
     async fn latest(&self, aggregate_id: &str) -> Result<Option<Snapshot>> {
+        crate::store::check_stream_id(aggregate_id)?;
         let query = sqlx::query_as(&self.db.names.snapshot_latest).bind(aggregate_id);
         self.fetch(query, aggregate_id).await
     }
 
     async fn by_version(&self, aggregate_id: &str, version: u64) -> Result<Option<Snapshot>> {
+        crate::store::check_stream_id(aggregate_id)?;
         let query = sqlx::query_as(&self.db.names.snapshot_by_version)
             .bind(aggregate_id)
             .bind(to_i64(version));
@@ -182,6 +185,7 @@ impl SnapshotStore for PostgresSnapshotStore {
     }
 
     async fn delete_old(&self, aggregate_id: &str, keep: usize) -> Result<u64> {
+        crate::store::check_stream_id(aggregate_id)?;
         let sql = Arc::clone(&self.db.names);
         self.delete(
             &sql.snapshot_delete_old,
@@ -193,6 +197,7 @@ impl SnapshotStore for PostgresSnapshotStore {
     }
 
     async fn delete_all(&self, aggregate_id: &str) -> Result<u64> {
+        crate::store::check_stream_id(aggregate_id)?;
         let sql = Arc::clone(&self.db.names);
         self.delete(
             &sql.snapshot_delete_all,

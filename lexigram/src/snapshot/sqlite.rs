@@ -127,6 +127,7 @@ impl SnapshotStore for SqliteSnapshotStore {
     }
 
     async fn save(&self, snapshot: Snapshot) -> Result<()> {
+        crate::store::check_stream_id(snapshot.aggregate_id.as_str())?;
         self.check_open()?;
         let id = snapshot.aggregate_id.as_str();
         let what = format!(
@@ -154,11 +155,13 @@ impl SnapshotStore for SqliteSnapshotStore {
     }
 
     async fn latest(&self, aggregate_id: &str) -> Result<Option<Snapshot>> {
+        crate::store::check_stream_id(aggregate_id)?;
         let query = sqlx::query_as(&self.db.sql.snapshot_latest).bind(aggregate_id);
         self.fetch(query, aggregate_id).await
     }
 
     async fn by_version(&self, aggregate_id: &str, version: u64) -> Result<Option<Snapshot>> {
+        crate::store::check_stream_id(aggregate_id)?;
         let query = sqlx::query_as(&self.db.sql.snapshot_by_version)
             .bind(aggregate_id)
             .bind(to_i64(version));
@@ -166,6 +169,7 @@ impl SnapshotStore for SqliteSnapshotStore {
     }
 
     async fn delete_old(&self, aggregate_id: &str, keep: usize) -> Result<u64> {
+        crate::store::check_stream_id(aggregate_id)?;
         self.check_open()?;
         let what = format!("deleting old snapshots of `{aggregate_id}`");
         let (_guard, mut tx) = self.db.begin_write().await?;
@@ -181,6 +185,7 @@ impl SnapshotStore for SqliteSnapshotStore {
     }
 
     async fn delete_all(&self, aggregate_id: &str) -> Result<u64> {
+        crate::store::check_stream_id(aggregate_id)?;
         self.check_open()?;
         let what = format!("deleting the snapshots of `{aggregate_id}`");
         let (_guard, mut tx) = self.db.begin_write().await?;

@@ -137,11 +137,7 @@ impl InMemoryEventStore {
 }
 
 fn closed() -> Error {
-    Error::StoreConnection {
-        backend: "memory",
-        reason: "the store was closed; build a new one".into(),
-        source: None,
-    }
+    Error::StoreClosed { backend: "memory" }
 }
 
 impl Inner {
@@ -276,6 +272,7 @@ impl EventStore for InMemoryEventStore {
         events: Vec<NewEvent>,
         expected: ExpectedVersion,
     ) -> Result<AppendResult> {
+        super::check_stream_id(stream)?;
         let mut inner = self.inner.write();
         inner.check_open()?;
         if let Some(previous) = inner.previous_append(stream, &events, expected)? {
@@ -369,6 +366,7 @@ impl EventStore for InMemoryEventStore {
 
     #[tracing::instrument(name = "lexigram.read", level = "debug", skip_all, fields(backend = "memory", stream = stream, from = range.from))]
     async fn read(&self, stream: &str, range: VersionRange) -> Result<Vec<EventEnvelope>> {
+        super::check_stream_id(stream)?;
         let envelopes = {
             let inner = self.inner.read();
             inner.check_open()?;
@@ -386,6 +384,7 @@ impl EventStore for InMemoryEventStore {
         range: VersionRange,
         visit: &mut (dyn for<'e> FnMut(&'e EventEnvelope) -> Result<()> + Send),
     ) -> Result<()> {
+        super::check_stream_id(stream)?;
         let inner = self.inner.read();
         inner.check_open()?;
         let Some((state, skip, take)) = inner.window(stream, range) else {
@@ -411,12 +410,14 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn version(&self, stream: &str) -> Result<u64> {
+        super::check_stream_id(stream)?;
         let inner = self.inner.read();
         inner.check_open()?;
         Ok(inner.streams.get(stream).map_or(0, |s| s.version))
     }
 
     async fn stream_info(&self, stream: &str) -> Result<Option<StreamInfo>> {
+        super::check_stream_id(stream)?;
         let inner = self.inner.read();
         inner.check_open()?;
         Ok(inner.streams.get(stream).map(|s| {
@@ -528,6 +529,7 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn delete_stream(&self, stream: &str) -> Result<bool> {
+        super::check_stream_id(stream)?;
         let mut inner = self.inner.write();
         inner.check_open()?;
         // The snapshots go while the events' lock is held, so no reader sees the events gone
@@ -543,6 +545,7 @@ impl EventStore for InMemoryEventStore {
     }
 
     async fn purge(&self, stream: &str, up_to_version: u64) -> Result<u64> {
+        super::check_stream_id(stream)?;
         let mut inner = self.inner.write();
         inner.check_open()?;
         Ok(inner.remove_front(stream, up_to_version))

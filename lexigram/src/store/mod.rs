@@ -102,6 +102,43 @@ impl ExpectedVersion {
     }
 }
 
+/// The longest stream id (and aggregate id) a store accepts, in bytes of UTF-8.
+pub const MAX_STREAM_ID_BYTES: usize = 1024;
+
+/// Refuses a stream id no backend can hold (a NUL character, which PostgreSQL text cannot
+/// store, or more than [`MAX_STREAM_ID_BYTES`] bytes) before any I/O, with an error that shows
+/// only its start.
+pub(crate) fn check_stream_id(stream: &str) -> Result<()> {
+    let reason = if stream.contains('\0') {
+        "it contains a NUL character".to_owned()
+    } else if stream.len() > MAX_STREAM_ID_BYTES {
+        format!("it is {} bytes long", stream.len())
+    } else {
+        return Ok(());
+    };
+    Err(Error::InvalidStreamId {
+        preview: preview(stream),
+        reason,
+    })
+}
+
+/// The first 64 characters of `text`, NULs shown as `\0`, with `…` when cut.
+pub(crate) fn preview(text: &str) -> String {
+    const SHOWN: usize = 64;
+    let mut shown: String = text
+        .chars()
+        .take(SHOWN)
+        .flat_map(|c| match c {
+            '\0' => vec!['\\', '0'],
+            c => vec![c],
+        })
+        .collect();
+    if text.chars().nth(SHOWN).is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// The versions `(start, end]` a retried append of `count` events must have been stored at,
 /// when its first event id is stored at `first_version`. `None` when they would pass
 /// `u64::MAX`: no stored append can be there, so it is not a retry.
@@ -531,6 +568,21 @@ mod tests {
         assert!(Partition::new(0, 0).is_err());
         assert!(Partition::new(3, 3).is_err());
         assert!(Partition::new(2, 3).is_ok());
+    }
+
+    #[test]
+    fn stream_ids_with_nul_or_too_long_are_refused_with_a_short_preview() {
+        assert!(check_stream_id("order-1").is_ok());
+        assert!(check_stream_id(&"a".repeat(MAX_STREAM_ID_BYTES)).is_ok());
+        let err = check_stream_id("a\0b").map(|()| String::new());
+        assert!(
+            matches!(&err, Err(Error::InvalidStreamId { preview, .. }) if preview == "a\\0b"),
+            "{err:?}"
+        );
+        let long = "x".repeat(1 << 20);
+        let message = check_stream_id(&long).map_or_else(|e| e.to_string(), |()| String::new());
+        assert!(message.contains("1048576 bytes"), "{message}");
+        assert!(message.len() < 300, "{message}");
     }
 
     #[test]

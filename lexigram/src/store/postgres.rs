@@ -863,8 +863,11 @@ impl PostgresEventStore {
             _ => None,
         };
         let Some(constraint) = constraint else {
+            // A lost connection or a terminated backend is an outage, safe to retry; anything
+            // else the server refused is about this append.
+            let transient = sql::is_transient(&err);
             return Err(match err {
-                sqlx::Error::Database(db) => Error::EventPersistence {
+                sqlx::Error::Database(db) if !transient => Error::EventPersistence {
                     stream: StreamId::from(stream),
                     reason: format!(
                         "the server refused the append ({}); nothing was written",
@@ -1074,11 +1077,7 @@ pub(crate) fn unavailable(what: &str, err: sqlx::Error) -> Error {
 }
 
 pub(crate) fn closed() -> Error {
-    Error::StoreConnection {
-        backend: BACKEND,
-        reason: "the store was closed; connect a new one".into(),
-        source: None,
-    }
+    Error::StoreClosed { backend: BACKEND }
 }
 
 #[async_trait]
@@ -1099,6 +1098,7 @@ impl EventStore for PostgresEventStore {
         events: Vec<NewEvent>,
         expected: ExpectedVersion,
     ) -> Result<AppendResult> {
+        super::check_stream_id(stream)?;
         self.check_open()?;
         sql::check_batch(stream, &events)?;
         let n = events.len();
@@ -1200,6 +1200,7 @@ impl EventStore for PostgresEventStore {
 
     #[tracing::instrument(name = "lexigram.read", level = "debug", skip_all, fields(backend = "postgres", stream = stream, from = range.from))]
     async fn read(&self, stream: &str, range: VersionRange) -> Result<Vec<EventEnvelope>> {
+        super::check_stream_id(stream)?;
         if range.is_empty() {
             self.check_open()?;
             return Ok(Vec::new());
@@ -1214,11 +1215,13 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn version(&self, stream: &str) -> Result<u64> {
+        super::check_stream_id(stream)?;
         self.check_open()?;
         self.current_version(stream).await
     }
 
     async fn stream_info(&self, stream: &str) -> Result<Option<StreamInfo>> {
+        super::check_stream_id(stream)?;
         self.check_open()?;
         #[allow(clippy::type_complexity)]
         let row: Option<(i64, PgTime, PgTime, i64, Option<i64>, Option<i64>)> =
@@ -1323,6 +1326,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn delete_stream(&self, stream: &str) -> Result<bool> {
+        super::check_stream_id(stream)?;
         self.check_open()?;
         let what = format!("deleting stream `{stream}`");
         let mut tx = self
@@ -1356,6 +1360,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn purge(&self, stream: &str, up_to_version: u64) -> Result<u64> {
+        super::check_stream_id(stream)?;
         self.check_open()?;
         let removed = sqlx::query(&self.db.names.purge)
             .bind(stream)

@@ -55,6 +55,35 @@ pub(crate) struct Migration {
     pub(crate) statements: Vec<String>,
 }
 
+/// Whether `err` is about the connection or the server's state, so that repeating the same
+/// call may succeed, rather than about the statement or its data (which a retry repeats).
+///
+/// PostgreSQL: connection exceptions (class `08`), insufficient resources (`53`), operator
+/// intervention such as a terminated backend (`57P01`..) or a cancelled statement (`57014`),
+/// serialization failures and deadlocks (`40001`, `40P01`), lock timeouts (`55P03`). SQLite:
+/// `SQLITE_BUSY` and `SQLITE_LOCKED` (with their extended codes). Any backend: I/O, TLS and
+/// protocol errors, an exhausted pool, a crashed worker.
+pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            if let Ok(sqlite) = code.parse::<u32>() {
+                // SQLite's result codes are numbers; the low byte is the primary code.
+                return matches!(sqlite & 0xff, 5 | 6);
+            }
+            code.starts_with("08")
+                || code.starts_with("53")
+                || code.starts_with("57P")
+                || matches!(&*code, "57014" | "40001" | "40P01" | "55P03")
+        }),
+        _ => false,
+    }
+}
+
 /// Checks a batch before it is written: valid JSON payloads, no id twice.
 pub(crate) fn check_batch(stream: &str, events: &[NewEvent]) -> Result<()> {
     let mut seen = HashSet::with_capacity(events.len());
@@ -270,6 +299,16 @@ pub(crate) fn limit_i64(value: usize) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lost_connections_are_transient_and_bad_statements_are_not() {
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(is_transient(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        ))));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+        assert!(!is_transient(&sqlx::Error::ColumnNotFound("x".into())));
+    }
 
     #[test]
     fn identifiers_are_strict() {

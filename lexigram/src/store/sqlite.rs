@@ -690,11 +690,7 @@ pub(crate) fn unavailable(what: &str, err: sqlx::Error) -> Error {
 }
 
 pub(crate) fn closed() -> Error {
-    Error::StoreConnection {
-        backend: BACKEND,
-        reason: "the store was closed; connect a new one".into(),
-        source: None,
-    }
+    Error::StoreClosed { backend: BACKEND }
 }
 
 fn is_unique_violation(err: &sqlx::Error, column: &str) -> bool {
@@ -724,6 +720,7 @@ impl EventStore for SqliteEventStore {
         events: Vec<NewEvent>,
         expected: ExpectedVersion,
     ) -> Result<AppendResult> {
+        super::check_stream_id(stream)?;
         self.check_open()?;
         sql::check_batch(stream, &events)?;
         let mut metadata = Vec::with_capacity(events.len());
@@ -776,6 +773,8 @@ impl EventStore for SqliteEventStore {
                 .map_err(|err| {
                     if is_unique_violation(&err, "event_id") {
                         sql::duplicate_id(stream, event.event_id, Some(Box::new(err)))
+                    } else if sql::is_transient(&err) {
+                        unavailable(&format!("appending to stream `{stream}`"), err)
                     } else {
                         Error::EventPersistence {
                             stream: StreamId::from(stream),
@@ -789,10 +788,16 @@ impl EventStore for SqliteEventStore {
                 })?;
             positions.push(to_u64(done.last_insert_rowid()));
         }
-        tx.commit().await.map_err(|err| Error::EventPersistence {
-            stream: StreamId::from(stream),
-            reason: "the commit failed; nothing was written".into(),
-            source: Some(Box::new(err)),
+        tx.commit().await.map_err(|err| {
+            if sql::is_transient(&err) {
+                unavailable(&format!("committing an append to stream `{stream}`"), err)
+            } else {
+                Error::EventPersistence {
+                    stream: StreamId::from(stream),
+                    reason: "the commit failed; nothing was written".into(),
+                    source: Some(Box::new(err)),
+                }
+            }
         })?;
         tracing::debug!(version, first = ?positions.first(), "appended");
         Ok(AppendResult::new(version, positions, now))
@@ -800,6 +805,7 @@ impl EventStore for SqliteEventStore {
 
     #[tracing::instrument(name = "lexigram.read", level = "debug", skip_all, fields(backend = "sqlite", stream = stream, from = range.from))]
     async fn read(&self, stream: &str, range: VersionRange) -> Result<Vec<EventEnvelope>> {
+        super::check_stream_id(stream)?;
         if range.is_empty() {
             self.check_open()?;
             return Ok(Vec::new());
@@ -814,6 +820,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn version(&self, stream: &str) -> Result<u64> {
+        super::check_stream_id(stream)?;
         self.check_open()?;
         let version: Option<i64> = sqlx::query_scalar(&self.db.sql.version)
             .bind(stream)
@@ -824,6 +831,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn stream_info(&self, stream: &str) -> Result<Option<StreamInfo>> {
+        super::check_stream_id(stream)?;
         self.check_open()?;
         let row: Option<(i64, i64, i64, i64, Option<i64>, Option<i64>)> =
             sqlx::query_as(&self.db.sql.info)
@@ -921,6 +929,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn delete_stream(&self, stream: &str) -> Result<bool> {
+        super::check_stream_id(stream)?;
         self.check_open()?;
         let what = format!("deleting stream `{stream}`");
         let (_guard, mut tx) = self.db.begin_write().await?;
@@ -944,6 +953,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn purge(&self, stream: &str, up_to_version: u64) -> Result<u64> {
+        super::check_stream_id(stream)?;
         self.check_open()?;
         let what = format!("purging stream `{stream}`");
         let (_guard, mut tx) = self.db.begin_write().await?;

@@ -35,6 +35,7 @@ where
     purge_keeps_versions(&fresh().await?).await?;
     delete_stream(&fresh().await?).await?;
     bad_events_are_isolated(&fresh().await?).await?;
+    invalid_stream_ids_are_refused_as_input(&fresh().await?).await?;
     concurrent_writers(Arc::new(fresh().await?)).await?;
     upcasting_on_every_read_path(&make(Arc::new(upcasting_schema()?)).await?).await?;
     closed_store_refuses(&fresh().await?).await?;
@@ -891,6 +892,56 @@ async fn upcasting_on_every_read_path(store: &impl EventStore) -> Result<()> {
     Ok(())
 }
 
+fn is_invalid_id(result: &Result<impl Sized>) -> bool {
+    matches!(result, Err(err @ Error::InvalidStreamId { .. }) if !err.is_retryable())
+}
+
+async fn invalid_stream_ids_are_refused_as_input(store: &impl EventStore) -> Result<()> {
+    const CASE: &str = "invalid_stream_ids_are_refused_as_input";
+    let nul = "order\01";
+    let r = store
+        .append(nul, events("E", 1..=1), ExpectedVersion::NoStream)
+        .await;
+    assert!(is_invalid_id(&r), "[{CASE}] append with a NUL: {r:?}");
+    let r = store.read(nul, VersionRange::all()).await;
+    assert!(is_invalid_id(&r), "[{CASE}] read with a NUL: {r:?}");
+    let r = store.version(nul).await;
+    assert!(is_invalid_id(&r), "[{CASE}] version with a NUL: {r:?}");
+    let r = store.stream_info(nul).await;
+    assert!(is_invalid_id(&r), "[{CASE}] stream_info with a NUL: {r:?}");
+    let r = store.delete_stream(nul).await;
+    assert!(is_invalid_id(&r), "[{CASE}] delete with a NUL: {r:?}");
+    let r = store.purge(nul, 1).await;
+    assert!(is_invalid_id(&r), "[{CASE}] purge with a NUL: {r:?}");
+
+    let long = "x".repeat(1 << 20);
+    let r = store
+        .append(&long, events("E", 1..=1), ExpectedVersion::NoStream)
+        .await;
+    assert!(is_invalid_id(&r), "[{CASE}] a 1 MiB stream id");
+    let message = r.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        message.len() < 400,
+        "[{CASE}] the error does not echo a 1 MiB id ({} bytes)",
+        message.len()
+    );
+    let longest = "y".repeat(crate::store::MAX_STREAM_ID_BYTES);
+    store
+        .append(&longest, events("E", 1..=1), ExpectedVersion::NoStream)
+        .await?;
+    assert_eq!(
+        store.version(&longest).await?,
+        1,
+        "[{CASE}] the longest id is stored"
+    );
+    assert_eq!(
+        store.count(None).await?,
+        1,
+        "[{CASE}] refused appends wrote nothing"
+    );
+    Ok(())
+}
+
 async fn closed_store_refuses(store: &impl EventStore) -> Result<()> {
     const CASE: &str = "closed_store_refuses";
     store
@@ -901,12 +952,12 @@ async fn closed_store_refuses(store: &impl EventStore) -> Result<()> {
         .append("s", events("E", 2..=2), ExpectedVersion::Any)
         .await;
     assert!(
-        matches!(r, Err(Error::StoreConnection { .. })),
+        matches!(r, Err(Error::StoreClosed { .. })),
         "[{CASE}] append after close: {r:?}"
     );
     let r = store.read("s", VersionRange::all()).await;
     assert!(
-        matches!(r, Err(Error::StoreConnection { .. })),
+        matches!(r, Err(Error::StoreClosed { .. })),
         "[{CASE}] read after close: {r:?}"
     );
     Ok(())

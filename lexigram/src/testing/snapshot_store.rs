@@ -119,7 +119,7 @@ async fn closed_store_refuses(store: &impl SnapshotStore) -> Result<()> {
     store.close().await?;
     let r = store.save(snapshot("a", 1)).await;
     assert!(
-        matches!(r, Err(Error::StoreConnection { .. })),
+        matches!(r, Err(Error::StoreClosed { .. })),
         "[{CASE}] save after close: {r:?}"
     );
     Ok(())
