@@ -277,3 +277,60 @@ async fn a_damaged_row_fails_alone_and_never_stops_readers_of_the_log() -> lexig
     .await;
     Ok(())
 }
+
+/// Many stores opening one fresh file at once while another store appends to it: every open
+/// succeeds (an up-to-date schema is not migrated again under a write lock, and a busy file
+/// is retried within `busy_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opening_a_file_under_write_load_succeeds_within_the_busy_timeout() -> lexigram::Result<()>
+{
+    let files = TempFiles::default();
+    let config = files.config().max_connections(2);
+    let writer = Arc::new(SqliteEventStore::connect(&config).await?);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writing = tokio::spawn({
+        let (writer, stop) = (Arc::clone(&writer), Arc::clone(&stop));
+        async move {
+            let mut n = 0_u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 100_000 {
+                let batch = (0..20)
+                    .map(|i| {
+                        NewEvent::new("E", 1, Payload::encode(&i).unwrap(), MessageMetadata::new())
+                    })
+                    .collect();
+                writer
+                    .append(&format!("s-{}", n % 50), batch, ExpectedVersion::Any)
+                    .await?;
+                n += 1;
+            }
+            Ok::<_, lexigram::Error>(n)
+        }
+    });
+    let mut failures = Vec::new();
+    for _round in 0..4 {
+        let opens: Vec<_> = (0..40)
+            .map(|_| {
+                let config = config.clone();
+                tokio::spawn(async move {
+                    let store = SqliteEventStore::connect(&config).await?;
+                    store.close().await
+                })
+            })
+            .collect();
+        for open in opens {
+            if let Err(err) = open.await.unwrap() {
+                failures.push(err.to_string());
+            }
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let appended = writing.await.unwrap()?;
+    assert!(appended > 0, "the writer wrote while the stores opened");
+    assert!(
+        failures.is_empty(),
+        "{} of 160 opens failed: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    Ok(())
+}

@@ -168,11 +168,28 @@ impl SqliteConfig {
             .is_none_or(|p| p.as_os_str() == ":memory:")
     }
 
+    /// Opens the pool and brings the schema up to date, retrying within `busy_timeout` while
+    /// the file is busy (another connection writing, or setting up the WAL).
     pub(crate) async fn open(&self) -> Result<SqliteDb> {
         let problems = self.validate();
         if !problems.is_empty() {
             return Err(Error::Config { problems });
         }
+        let deadline = tokio::time::Instant::now() + self.busy_timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match self.open_once().await {
+                Err(err) if is_busy(&err) && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(error = %err, ?pause, "the SQLite file is busy; opening again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(250));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn open_once(&self) -> Result<SqliteDb> {
         let (options, pool_options) = if self.is_memory() {
             let options = SqliteConnectOptions::from_str("sqlite::memory:")
                 .map_err(|e| unavailable("opening an in-memory database", e))?;
@@ -211,9 +228,18 @@ impl SqliteConfig {
             write: Arc::new(tokio::sync::Mutex::new(())),
             prefix: self.table_prefix.clone(),
         };
-        db.migrate(None).await?;
+        if let Err(err) = db.migrate(None).await {
+            db.pool.close().await;
+            return Err(err);
+        }
         Ok(db)
     }
+}
+
+/// Whether `err` is SQLite saying the file is busy or locked (worth another try).
+fn is_busy(err: &Error) -> bool {
+    matches!(err, Error::StoreConnection { source: Some(source), .. }
+        if source.downcast_ref::<sqlx::Error>().is_some_and(sql::is_transient))
 }
 
 /// A pool with its migrated schema, shared by the event and snapshot stores.
@@ -243,8 +269,33 @@ impl SqliteDb {
         Ok((guard, tx))
     }
 
-    /// Applies pending migrations, up to `target` (all when `None`). Re-running is a no-op.
+    /// The schema version recorded in the file (0 for a new file), read without a write lock.
+    async fn schema_version(&self) -> Result<i64> {
+        let p = &self.prefix;
+        let table: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1")
+                .bind(format!("{p}migrations"))
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(|e| unavailable("reading the schema version", e))?;
+        if table.is_none() {
+            return Ok(0);
+        }
+        sqlx::query_scalar(&format!(
+            "SELECT COALESCE(MAX(version), 0) FROM {p}migrations"
+        ))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| unavailable("reading the schema version", e))
+    }
+
+    /// Applies pending migrations, up to `target` (all when `None`). Re-running is a no-op,
+    /// and a file already at the latest version is not locked for writing at all.
     pub(crate) async fn migrate(&self, target: Option<i64>) -> Result<()> {
+        let latest = migrations(&self.prefix).last().map_or(0, |m| m.version);
+        if self.schema_version().await? >= target.unwrap_or(latest) {
+            return Ok(());
+        }
         let (_guard, mut tx) = self.begin_write().await?;
         let p = &self.prefix;
         sqlx::query(&format!(
