@@ -2,13 +2,29 @@
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
+use super::source::{Node, NodeDeserializer, Origin, Replay, quotable_key};
 use crate::error::{Error, Result};
 
 /// Which event and snapshot store backs the app.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(tag = "backend", rename_all = "snake_case", deny_unknown_fields)]
+///
+/// Written as a table whose `backend` key picks the variant and whose other keys are that
+/// backend's settings (`[store]` / `backend = "sqlite"` / `path = "bank.db"`). A missing
+/// `backend` means `memory`, the default; a key the chosen backend does not have is an error
+/// (the memory store has none), as is an unknown backend.
+///
+/// ```
+/// use lexigram::config::{EventsConfig, StoreConfig};
+///
+/// assert_eq!(EventsConfig::from_toml_str("[store]")?.store, StoreConfig::Memory);
+/// let err = EventsConfig::from_toml_str("[store]\npath = \"bank.db\"").unwrap_err();
+/// assert!(err.to_string().contains("unknown key `path`"), "{err}");
+/// # Ok::<(), lexigram::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(tag = "backend", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StoreConfig {
     /// In memory: nothing survives a restart. The default, and what tests use.
@@ -22,6 +38,156 @@ pub enum StoreConfig {
     #[cfg(feature = "postgres")]
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
     Postgres(crate::store::PostgresConfig),
+}
+
+/// The `backend` key of a store table.
+enum Backend {
+    Memory,
+    Sqlite,
+    Postgres,
+}
+
+impl<'de> Deserialize<'de> for Backend {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl Visitor<'_> for Name {
+            type Value = Backend;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a store backend name (`memory`, `sqlite` or `postgres`)")
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Backend, E> {
+                match name {
+                    "memory" => Ok(Backend::Memory),
+                    "sqlite" => Ok(Backend::Sqlite),
+                    "postgres" => Ok(Backend::Postgres),
+                    // Not repeated: whatever was written may be a secret pasted in the wrong place.
+                    _ => Err(E::custom(
+                        "unknown store `backend`; expected `memory`, `sqlite` or `postgres`",
+                    )),
+                }
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
+}
+
+/// Deserialized by hand rather than as a serde internally tagged enum: that buffers the table
+/// into serde's private `Content`, which loses the type-directed parsing of environment text
+/// (`LEXIGRAM__STORE__MAX_CONNECTIONS=20` must reach a `u32` as text) and, for the unit
+/// `Memory` variant, silently ignores every other key. Here the `backend` key is read first
+/// (keys before it are buffered, which only a foreign deserializer needs: lexigram's own yields
+/// `backend` first), then the rest of the table goes straight to the chosen backend's config,
+/// whose `deny_unknown_fields` rejects typos.
+impl<'de> Deserialize<'de> for StoreConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_struct("StoreConfig", &["backend"], StoreVisitor)
+    }
+}
+
+struct StoreVisitor;
+
+impl<'de> Visitor<'de> for StoreVisitor {
+    type Value = StoreConfig;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a store table (`backend` and that backend's settings)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StoreConfig, A::Error> {
+        let mut before = Vec::new();
+        let backend = loop {
+            match map.next_key::<String>()? {
+                None => break Backend::Memory,
+                Some(key) if key == "backend" => break map.next_value::<Backend>()?,
+                Some(key) => {
+                    let value = map.next_value::<Node>()?;
+                    before.push((key, value));
+                }
+            }
+        };
+        let mut rest = Replay::new(before, map);
+        match backend {
+            Backend::Memory => match rest.next_key_seed(NoMemoryKey)? {
+                Some(never) => match never {},
+                None => Ok(StoreConfig::Memory),
+            },
+            #[cfg(feature = "sqlite")]
+            Backend::Sqlite => {
+                crate::store::SqliteConfig::deserialize(de::value::MapAccessDeserializer::new(rest))
+                    .map(StoreConfig::Sqlite)
+            }
+            #[cfg(not(feature = "sqlite"))]
+            Backend::Sqlite => Err(missing_feature("sqlite")),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres => crate::store::PostgresConfig::deserialize(
+                de::value::MapAccessDeserializer::new(rest),
+            )
+            .map(StoreConfig::Postgres),
+            #[cfg(not(feature = "postgres"))]
+            Backend::Postgres => Err(missing_feature("postgres")),
+        }
+    }
+}
+
+#[cfg(not(all(feature = "sqlite", feature = "postgres")))]
+fn missing_feature<E: de::Error>(name: &str) -> E {
+    E::custom(format!(
+        "the `{name}` store needs lexigram's `{name}` cargo feature; enable it in Cargo.toml"
+    ))
+}
+
+/// A key of the memory store: there are none, so every key is an error (raised while the key
+/// is read, so the error points at it).
+struct NoMemoryKey;
+
+impl<'de> de::DeserializeSeed<'de> for NoMemoryKey {
+    type Value = std::convert::Infallible;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for NoMemoryKey {
+    type Value = std::convert::Infallible;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("no key (the memory store has no settings)")
+    }
+
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<Self::Value, E> {
+        let known = other_store_keys();
+        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        let key = quotable_key(key, &known)
+            .map_or_else(|| "unknown key".into(), |k| format!("unknown key `{k}`"));
+        Err(E::custom(format!(
+            "{key}: the `memory` store has no settings; set `backend` to `sqlite` or `postgres` to use a durable store"
+        )))
+    }
+}
+
+/// The keys of the other store backends (read from their serialized defaults, so the list
+/// cannot go stale), to name one set by mistake under the memory store.
+fn other_store_keys() -> Vec<String> {
+    #[allow(unused_mut)]
+    let mut keys = Vec::new();
+    #[cfg(feature = "sqlite")]
+    keys.extend(object_keys(serde_json::to_value(
+        crate::store::SqliteConfig::default(),
+    )));
+    #[cfg(feature = "postgres")]
+    keys.extend(object_keys(serde_json::to_value(
+        crate::store::PostgresConfig::default(),
+    )));
+    keys
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn object_keys(value: serde_json::Result<serde_json::Value>) -> Vec<String> {
+    match value {
+        Ok(serde_json::Value::Object(map)) => map.into_iter().map(|(key, _)| key).collect(),
+        _ => Vec::new(),
+    }
 }
 
 impl StoreConfig {
@@ -38,7 +204,7 @@ impl StoreConfig {
 
     #[cfg_attr(
         not(any(feature = "sqlite", feature = "postgres")),
-        allow(unused_variables)
+        allow(unused_variables, clippy::ptr_arg)
     )]
     fn validate(&self, problems: &mut Vec<String>) {
         match self {
@@ -62,7 +228,15 @@ impl StoreConfig {
 }
 
 /// When repositories take snapshots. Unset fields never fire; both unset means no snapshots.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+///
+/// | field | default |
+/// |---|---|
+/// | `every_events` | unset |
+/// | `interval_ms` | unset |
+/// | `keep` | 3 |
+///
+/// A key left out of a `[snapshots]` table takes its default; an unknown key is an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SnapshotConfig {
     /// Snapshot once this many events were applied since the last snapshot.
@@ -70,8 +244,19 @@ pub struct SnapshotConfig {
     /// Snapshot at most once per this many milliseconds (combined with `every_events`, both
     /// must hold).
     pub interval_ms: Option<u64>,
-    /// How many snapshots to keep per aggregate (at least 1).
+    /// How many snapshots to keep per aggregate (at least 1). Default 3.
     pub keep: usize,
+}
+
+impl Default for SnapshotConfig {
+    /// No snapshots, and 3 kept per aggregate once a policy takes them.
+    fn default() -> Self {
+        Self {
+            every_events: None,
+            interval_ms: None,
+            keep: 3,
+        }
+    }
 }
 
 impl SnapshotConfig {
@@ -93,10 +278,21 @@ impl SnapshotConfig {
 /// Everything the events module needs: the store, snapshots, the buses, and which handlers to
 /// discover.
 ///
-/// Build it in code, read it from TOML, and override any field from the environment with
-/// `LEXIGRAM__<SECTION>__<FIELD>` variables (values are parsed as JSON when they can be, so
-/// `LEXIGRAM__SNAPSHOTS__EVERY_EVENTS=100` is a number). [`validate`](Self::validate) lists
-/// every problem at once; secrets print as `***`.
+/// Build it in code, read it from TOML ([`from_toml_str`](Self::from_toml_str),
+/// [`from_file`](Self::from_file)), and override any field from the environment with
+/// `LEXIGRAM__<SECTION>__<FIELD>` variables ([`with_env`](Self::with_env)).
+/// [`validate`](Self::validate) lists every problem at once.
+///
+/// - **Unknown keys are errors**, at every depth and from every source: a typo such as
+///   `pathh` in `[store]` or `LEXIGRAM__STORE__PATHH` is reported, never ignored.
+/// - **Missing keys take their defaults**, the same as [`EventsConfig::default`] and each
+///   section's `Default`: an empty `[snapshots]` table is `SnapshotConfig::default()`.
+/// - **Environment values are parsed by the type of the field they set**: a string field takes
+///   the text as it is (`LEXIGRAM__SERVICE_NAME=2024` is the name `"2024"`), a number or
+///   `true`/`false` field parses it, a list takes `a,b` or a JSON array.
+/// - **Errors say where and never repeat a value**: `line 3, column 1: ...` or the variable's
+///   name, then the key; values are left out, since any of them may be a secret. A DSN is a
+///   [`Secret`](crate::config::Secret): `***` in `Debug`, in errors and when serialized.
 ///
 /// ```
 /// use lexigram::config::EventsConfig;
@@ -105,14 +301,17 @@ impl SnapshotConfig {
 ///     handler_modules = ["bank::handlers"]
 ///     [snapshots]
 ///     every_events = 100
-///     keep = 2
 /// "#)?;
 /// assert_eq!(config.handler_modules, ["bank::handlers"]);
 /// assert_eq!(config.snapshots.every_events, Some(100));
+/// assert_eq!(config.snapshots.keep, 3); // the default
 /// assert!(config.validate().is_empty());
 ///
 /// let err = EventsConfig::from_toml_str("[snapshots]\nevery_event = 1").unwrap_err();
-/// assert!(err.to_string().contains("unknown field `every_event`"));
+/// assert!(err.to_string().contains("line 2, column 1: `snapshots`: unknown key `every_event`"));
+///
+/// let config = config.with_vars([("LEXIGRAM__SERVICE_NAME".to_owned(), "2024".to_owned())])?;
+/// assert_eq!(config.service_name, "2024");
 /// # Ok::<(), lexigram::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -138,11 +337,7 @@ impl Default for EventsConfig {
         Self {
             service_name: "lexigram".into(),
             store: StoreConfig::Memory,
-            snapshots: SnapshotConfig {
-                every_events: None,
-                interval_ms: None,
-                keep: 3,
-            },
+            snapshots: SnapshotConfig::default(),
             event_bus: crate::event::EventBusConfig::default(),
             shutdown_timeout_ms: 30_000,
             handler_modules: Vec::new(),
@@ -178,14 +373,16 @@ impl EventsConfig {
         }
     }
 
-    /// Reads a TOML document. Unknown keys are errors.
+    /// Reads a TOML document. Unknown keys are errors; missing keys take their defaults.
+    ///
+    /// Every syntax error is reported, each as `line L, column C: message` (without the
+    /// source line, which may hold a secret).
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::Config {
-            problems: vec![format!("invalid TOML configuration: {e}")],
-        })
+        let tree = Node::from_toml(text).map_err(|problems| Error::Config { problems })?;
+        Self::from_tree(tree)
     }
 
-    /// Reads a TOML file.
+    /// Reads a TOML file; each problem starts with the file's path.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
@@ -210,32 +407,101 @@ impl EventsConfig {
         Self::default().with_env()
     }
 
-    /// Applies `LEXIGRAM__*` environment variables on top of this configuration.
+    /// Applies `LEXIGRAM__*` environment variables on top of this configuration; see
+    /// [`with_vars`](Self::with_vars). Variables whose name or value is not UTF-8 are skipped
+    /// unless their name starts with `LEXIGRAM__`: then they are an error naming them.
     pub fn with_env(self) -> Result<Self> {
-        self.with_vars(std::env::vars())
+        let mut problems = Vec::new();
+        let mut vars = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            if !name.to_string_lossy().starts_with(ENV_PREFIX) {
+                continue;
+            }
+            match (name.into_string(), value.into_string()) {
+                (Ok(name), Ok(value)) => vars.push((name, value)),
+                (Ok(name), Err(_)) => problems.push(format!(
+                    "`{name}` is not valid UTF-8; lexigram reads only UTF-8 values: fix or unset it"
+                )),
+                (Err(name), _) => problems.push(format!(
+                    "`{}` has a name that is not valid UTF-8; rename or unset it",
+                    name.to_string_lossy()
+                )),
+            }
+        }
+        self.apply_vars(vars, problems)
     }
 
     /// Applies `LEXIGRAM__SECTION__FIELD=value` pairs (from any source) on top of this
-    /// configuration. Every bad variable is reported.
+    /// configuration; other names are ignored.
+    ///
+    /// The name is the key path in upper case, `__` between keys
+    /// (`LEXIGRAM__STORE__MAX_CONNECTIONS` sets `store.max_connections`). The value is parsed
+    /// by the field's type: strings and paths take it as it is, numbers and `true`/`false`
+    /// parse it, lists take `a,b` or a JSON array. Setting `LEXIGRAM__STORE__BACKEND` to another
+    /// backend starts that store from its defaults. Every bad name is reported; a bad value is
+    /// reported with its variable's name (never its value).
     pub fn with_vars(self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
-        let mut tree = serde_json::to_value(&self).map_err(|e| Error::Config {
-            problems: vec![format!("cannot represent the configuration: {e}")],
-        })?;
-        let mut names = Vec::new();
-        for (name, raw) in vars {
+        self.apply_vars(vars.into_iter().collect(), Vec::new())
+    }
+
+    fn apply_vars(self, vars: Vec<(String, String)>, mut problems: Vec<String>) -> Result<Self> {
+        let mut paths: Vec<(String, Vec<String>, String)> = Vec::new();
+        for (name, value) in vars {
             let Some(path) = name.strip_prefix(ENV_PREFIX) else {
                 continue;
             };
             let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-            let value = serde_json::from_str(&raw).unwrap_or(serde_json::Value::String(raw));
-            set_path(&mut tree, &keys, value);
-            names.push(name);
+            if keys.iter().any(String::is_empty) {
+                problems.push(format!(
+                    "`{name}` has an empty key; write `LEXIGRAM__SECTION__FIELD`, with single `_` inside names"
+                ));
+                continue;
+            }
+            for (other, other_keys, _) in &paths {
+                if keys.starts_with(other_keys) || other_keys.starts_with(&keys) {
+                    let shared = if keys.len() <= other_keys.len() {
+                        &keys
+                    } else {
+                        other_keys
+                    };
+                    problems.push(format!(
+                        "`{other}` and `{name}` both set `{}`; keep one",
+                        shared.join(".")
+                    ));
+                }
+            }
+            paths.push((name, keys, value));
         }
-        serde_json::from_value(tree).map_err(|e| Error::Config {
-            problems: vec![format!(
-                "environment variables {} do not fit the configuration: {e}",
-                names.join(", ")
-            )],
+        if !problems.is_empty() {
+            problems.sort();
+            return Err(Error::Config { problems });
+        }
+        if paths.is_empty() {
+            return Ok(self);
+        }
+        let base =
+            super::secret::revealed(|| serde_json::to_value(&self)).map_err(|e| Error::Config {
+                problems: vec![format!("cannot represent the configuration: {e}")],
+            })?;
+        let mut tree = Node::from_json(base, &Origin::Code);
+        let backend = paths
+            .iter()
+            .find(|(_, keys, _)| keys == &["store", "backend"]);
+        if let Some((name, _, value)) = backend
+            && tree.str_at(&["store", "backend"]) != Some(value.as_str())
+        {
+            // Another backend: its settings start from its defaults, not the old one's.
+            tree.reset("store", &Origin::Env(name.clone()));
+        }
+        for (name, keys, value) in paths {
+            tree.set_text(&keys, &name, value);
+        }
+        Self::from_tree(tree)
+    }
+
+    fn from_tree(tree: Node) -> Result<Self> {
+        Self::deserialize(NodeDeserializer::new(tree)).map_err(|e| Error::Config {
+            problems: vec![e.to_string()],
         })
     }
 
@@ -286,20 +552,6 @@ impl EventsConfig {
             Err(Error::Config { problems })
         }
     }
-}
-
-fn set_path(tree: &mut serde_json::Value, keys: &[String], value: serde_json::Value) {
-    let Some((last, parents)) = keys.split_last() else {
-        return;
-    };
-    let mut node = tree;
-    for key in parents {
-        if !node.get(key).is_some_and(serde_json::Value::is_object) {
-            node[key.as_str()] = serde_json::json!({});
-        }
-        node = &mut node[key.as_str()];
-    }
-    node[last.as_str()] = value;
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
 //! Configuration: [`EventsConfig`] (from code, TOML or the environment) and [`Secret`].
 //!
+//! Every source follows the same rules (see [`EventsConfig`]): unknown keys are errors at every
+//! depth, missing keys take their documented defaults, environment values are parsed by the
+//! type of the field they set, and errors name where a problem is without repeating any value.
+//!
 //! [`Secret`] wraps values that must never reach a log (DSN passwords, webhook secrets): its
-//! `Debug` and `Display` print `***`.
+//! `Debug`, `Display` and `Serialize` give `***`.
 //!
 //! # Examples
 //!
@@ -14,6 +18,7 @@
 
 mod events;
 mod secret;
+mod source;
 
 pub use events::{EventsConfig, SnapshotConfig, StoreConfig};
 pub use secret::Secret;
