@@ -725,3 +725,32 @@ async fn a_damaged_row_fails_alone_and_never_stops_readers_of_the_log() -> lexig
     assert_eq!(info.map(|i| i.version), Some(5));
     Ok(())
 }
+
+/// Two listeners on a store whose pool has two connections: appends and reads still get a
+/// connection at once (each listener has its own), and both listeners wake up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_use_their_own_connections_not_the_stores_pool() -> lexigram::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
+    let config = db
+        .fresh_schema()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(2));
+    let store = PostgresEventStore::connect(&config).await?;
+    let mut first = store.listen().await?;
+    let mut second = store.listen().await?;
+    let written = store
+        .append("l", batch(3), ExpectedVersion::NoStream)
+        .await?;
+    assert_eq!(store.read("l", VersionRange::all()).await?.len(), 3);
+    let last = written.positions[2];
+    for wakeups in [&mut first, &mut second] {
+        let announced = tokio::time::timeout(Duration::from_secs(5), wakeups.next())
+            .await
+            .expect("a wake-up within 5 s")?;
+        assert_eq!(announced, last);
+    }
+    Ok(())
+}

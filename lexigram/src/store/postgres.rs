@@ -732,14 +732,25 @@ impl PostgresEventStore {
 
     /// Listens for appends: each [`Wakeups::next`] resolves once at least one transaction
     /// that appended events has committed since the previous call (signals that arrive
-    /// together are coalesced). Uses a dedicated connection; read with
+    /// together are coalesced). Uses a dedicated connection of its own, never one of the
+    /// store's pool (`max_connections` bounds the store's queries only); read with
     /// [`read_all`](EventStore::read_all) from your checkpoint after each wake-up.
     ///
     /// Notifications are a hint, not a log: one is lost if the connection drops, so a live
     /// reader should also poll now and then.
     pub async fn listen(&self) -> Result<Wakeups> {
         self.check_open()?;
-        let mut listener = PgListener::connect_with(&self.db.pool)
+        // A pool of its own with one connection, outside the store's pool (a listener holds
+        // its connection for its whole life); the listener reconnects through it.
+        let options = (*self.db.pool.connect_options()).clone();
+        let dedicated = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(self.db.pool.options().get_acquire_timeout())
+            .connect_lazy_with(options);
+        let mut listener = PgListener::connect_with(&dedicated)
             .await
             .map_err(|e| unavailable("opening a listener connection", e))?;
         listener
