@@ -898,7 +898,7 @@ fn is_invalid_id(result: &Result<impl Sized>) -> bool {
 
 async fn invalid_stream_ids_are_refused_as_input(store: &impl EventStore) -> Result<()> {
     const CASE: &str = "invalid_stream_ids_are_refused_as_input";
-    let nul = "order\01";
+    let nul = "order\0-1";
     let r = store
         .append(nul, events("E", 1..=1), ExpectedVersion::NoStream)
         .await;
