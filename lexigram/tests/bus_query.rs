@@ -321,3 +321,26 @@ async fn a_miss_costs_about_the_same_in_a_cache_of_10_and_of_10_000_entries() ->
     );
     Ok(())
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_query_invalidated_while_its_call_runs_answers_its_callers_but_is_not_stored()
+-> TestResult {
+    let (bus, calls) = slow_flaky_bus(false)?;
+    let invalidate = async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        bus.invalidate(&Flaky(7))
+    };
+    let (first, waiter, invalidated) =
+        tokio::join!(bus.execute(Flaky(7)), bus.execute(Flaky(7)), invalidate);
+    assert_eq!((first?, waiter?), (7, 7));
+    assert!(!invalidated, "nothing was stored yet");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert_eq!(bus.cache_stats::<Flaky>().map(|s| s.entries), Some(0));
+    bus.execute(Flaky(7)).await?;
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "called again after the invalidation"
+    );
+    Ok(())
+}

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// How long results live in a query handler's cache and how many are kept.
@@ -66,10 +66,45 @@ impl<V> Slot<V> {
     }
 }
 
-/// A handler call of one key that other callers of the same key wait for.
+/// A handler call of one key in progress. Its waiters are allocated by the first caller that
+/// waits, so an uncontended miss allocates nothing for them.
 struct Flight<V> {
     id: u64,
-    result: watch::Receiver<Option<V>>,
+    waiters: Option<Arc<Waiters<V>>>,
+}
+
+/// What the callers waiting for another caller's handler call wait on.
+pub(crate) struct Waiters<V> {
+    outcome: Mutex<Outcome<V>>,
+    settled: Notify,
+}
+
+enum Outcome<V> {
+    Running,
+    Done(V),
+    /// The call failed, panicked or was cancelled.
+    Abandoned,
+}
+
+impl<V: Clone> Waiters<V> {
+    /// The call's result, or `None` if it failed, panicked or was cancelled.
+    pub(crate) async fn result(&self) -> Option<V> {
+        loop {
+            let mut settled = std::pin::pin!(self.settled.notified());
+            settled.as_mut().enable();
+            match &*self.outcome.lock() {
+                Outcome::Done(value) => return Some(value.clone()),
+                Outcome::Abandoned => return None,
+                Outcome::Running => {}
+            }
+            settled.await;
+        }
+    }
+
+    fn settle(&self, outcome: Outcome<V>) {
+        *self.outcome.lock() = outcome;
+        self.settled.notify_waiters();
+    }
 }
 
 struct State<K, V> {
@@ -80,12 +115,39 @@ struct State<K, V> {
     /// every result means the oldest is also the first to expire.
     order: VecDeque<(K, u64)>,
     flights: HashMap<K, Flight<V>>,
+    /// The waiters of calls whose key was invalidated while they ran, by flight id: they
+    /// still get the call's outcome.
+    detached: HashMap<u64, Arc<Waiters<V>>>,
     seq: u64,
 }
 
 impl<K: Hash + Eq + Clone, V> State<K, V> {
     fn is_live(&self, key: &K, seq: u64) -> bool {
         self.map.get(key).is_some_and(|slot| slot.seq == seq)
+    }
+
+    /// Ends the flight `id` of `key`: returns the key (when the flight is still the key's,
+    /// so its result may be stored) and its waiters, if any.
+    fn land(&mut self, key: &K, id: u64) -> (Option<K>, Option<Arc<Waiters<V>>>) {
+        if self.flights.get(key).is_some_and(|flight| flight.id == id) {
+            match self.flights.remove_entry(key) {
+                Some((key, flight)) => (Some(key), flight.waiters),
+                None => (None, None),
+            }
+        } else {
+            (None, self.detached.remove(&id))
+        }
+    }
+
+    /// Detaches the running call of `key`, if any: it will not store its result.
+    fn detach(&mut self, key: &K) {
+        if let Some(Flight {
+            id,
+            waiters: Some(waiters),
+        }) = self.flights.remove(key)
+        {
+            self.detached.insert(id, waiters);
+        }
     }
 
     /// Stores `value`, dropping the oldest result when full (with one TTL for all, expired
@@ -125,9 +187,9 @@ impl<K: Hash + Eq + Clone, V> State<K, V> {
 pub(crate) enum Lookup<'a, K: Hash + Eq + Clone, V: Clone> {
     /// A fresh result.
     Hit(V),
-    /// Another caller is calling the handler: wait for its result (`None` in the channel
-    /// until then; the channel closes without a result if that call fails or is cancelled).
-    Wait(watch::Receiver<Option<V>>),
+    /// Another caller is calling the handler: wait for its [`result`](Waiters::result), and
+    /// look again if there is none.
+    Wait(Arc<Waiters<V>>),
     /// Call the handler and hand the result to [`Leader::complete`].
     Lead(Leader<'a, K, V>),
 }
@@ -139,7 +201,6 @@ pub(crate) struct Leader<'a, K: Hash + Eq + Clone, V: Clone> {
     cache: &'a QueryCache<K, V>,
     key: K,
     id: u64,
-    result: watch::Sender<Option<V>>,
     completed: bool,
 }
 
@@ -148,23 +209,17 @@ impl<K: Hash + Eq + Clone, V: Clone> Leader<'_, K, V> {
     /// waiters.
     pub(crate) fn complete(mut self, value: V) {
         self.completed = true;
-        {
+        let waiters = {
             let mut state = self.cache.state.lock();
-            if state
-                .flights
-                .get(&self.key)
-                .is_some_and(|f| f.id == self.id)
-            {
-                state.flights.remove(&self.key);
-                state.store(
-                    self.key.clone(),
-                    value.clone(),
-                    Instant::now(),
-                    &self.cache.policy,
-                );
+            let (key, waiters) = state.land(&self.key, self.id);
+            if let Some(key) = key {
+                state.store(key, value.clone(), Instant::now(), &self.cache.policy);
             }
+            waiters
+        };
+        if let Some(waiters) = waiters {
+            waiters.settle(Outcome::Done(value));
         }
-        self.result.send_replace(Some(value));
     }
 }
 
@@ -173,13 +228,9 @@ impl<K: Hash + Eq + Clone, V: Clone> Drop for Leader<'_, K, V> {
         if self.completed {
             return;
         }
-        let mut state = self.cache.state.lock();
-        if state
-            .flights
-            .get(&self.key)
-            .is_some_and(|f| f.id == self.id)
-        {
-            state.flights.remove(&self.key);
+        let (_, waiters) = self.cache.state.lock().land(&self.key, self.id);
+        if let Some(waiters) = waiters {
+            waiters.settle(Outcome::Abandoned);
         }
     }
 }
@@ -199,6 +250,7 @@ impl<K: Hash + Eq + Clone, V: Clone> QueryCache<K, V> {
                 map: HashMap::new(),
                 order: VecDeque::new(),
                 flights: HashMap::new(),
+                detached: HashMap::new(),
                 seq: 0,
             }),
             hits: AtomicU64::new(0),
@@ -222,26 +274,26 @@ impl<K: Hash + Eq + Clone, V: Clone> QueryCache<K, V> {
             }
             None => {}
         }
-        if let Some(flight) = state.flights.get(key) {
-            return Lookup::Wait(flight.result.clone());
+        if let Some(flight) = state.flights.get_mut(key) {
+            let waiters = flight.waiters.get_or_insert_with(|| {
+                Arc::new(Waiters {
+                    outcome: Mutex::new(Outcome::Running),
+                    settled: Notify::new(),
+                })
+            });
+            return Lookup::Wait(Arc::clone(waiters));
         }
         state.seq += 1;
         let id = state.seq;
-        let (sender, receiver) = watch::channel(None);
-        state.flights.insert(
-            key.clone(),
-            Flight {
-                id,
-                result: receiver,
-            },
-        );
+        state
+            .flights
+            .insert(key.clone(), Flight { id, waiters: None });
         drop(state);
         self.misses.fetch_add(1, Ordering::Relaxed);
         Lookup::Lead(Leader {
             cache: self,
             key: key.clone(),
             id,
-            result: sender,
             completed: false,
         })
     }
@@ -254,7 +306,7 @@ impl<K: Hash + Eq + Clone, V: Clone> QueryCache<K, V> {
     /// Drops the result of `key`; a call of it already running will not store its result.
     pub(crate) fn remove(&self, key: &K) -> bool {
         let mut state = self.state.lock();
-        state.flights.remove(key);
+        state.detach(key);
         state.map.remove(key).is_some()
     }
 }
@@ -276,7 +328,13 @@ where
         let n = state.map.len();
         state.map.clear();
         state.order.clear();
-        state.flights.clear();
+        let flights = std::mem::take(&mut state.flights);
+        for (id, waiters) in flights
+            .into_values()
+            .filter_map(|flight| Some((flight.id, flight.waiters?)))
+        {
+            state.detached.insert(id, waiters);
+        }
         n
     }
 
@@ -290,5 +348,43 @@ where
 
     fn as_any_arc(&self) -> Arc<dyn Any + Send + Sync> {
         Arc::clone(self) as Arc<dyn Any + Send + Sync>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_insertion_queue_stays_within_a_constant_factor_of_the_capacity() {
+        let cache = QueryCache::<u32, u32>::new(CachePolicy::new(Duration::from_secs(60), 4));
+        for round in 0..10_000 {
+            let key = round % 3;
+            if let Lookup::Lead(leader) = cache.lookup(&key) {
+                leader.complete(round);
+            }
+            cache.remove(&key);
+            let state = cache.state.lock();
+            assert!(state.order.len() <= 2 * 4 + 33, "{}", state.order.len());
+            assert!(state.detached.is_empty() && state.flights.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_drops_its_oldest_result_first() {
+        let cache = QueryCache::<u32, u32>::new(CachePolicy::new(Duration::from_secs(60), 2));
+        for key in [1, 2, 1, 3] {
+            if let Lookup::Lead(leader) = cache.lookup(&key) {
+                leader.complete(key);
+            }
+        }
+        let state = cache.state.lock();
+        let mut kept: Vec<u32> = state.map.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(
+            kept,
+            [2, 3],
+            "a hit does not make 1 newer: it was stored first"
+        );
     }
 }

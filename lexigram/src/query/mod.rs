@@ -190,12 +190,10 @@ where
             let leader = loop {
                 match self.cache.lookup(&input) {
                     Lookup::Hit(hit) => return Ok(hit),
-                    Lookup::Wait(mut running) => {
-                        if let Ok(result) = running.wait_for(Option::is_some).await
-                            && let Some(output) = &*result
-                        {
+                    Lookup::Wait(running) => {
+                        if let Some(output) = running.result().await {
                             self.cache.count_hit();
-                            return Ok(output.clone());
+                            return Ok(output);
                         }
                         // The call we waited for failed or was cancelled: look again (one
                         // of the waiters calls the handler next).
