@@ -1020,6 +1020,7 @@ async fn shutdown_returns_by_its_deadline_even_when_a_handler_blocks_its_thread(
 
 #[tokio::test(start_paused = true)]
 async fn idle_workers_end_and_are_started_again_on_demand() -> TestResult {
+    const TYPES: usize = 20_000;
     let bus = EventBus::new();
     let seen: Log<String> = Arc::default();
     let log = seen.clone();
@@ -1027,24 +1028,28 @@ async fn idle_workers_end_and_are_started_again_on_demand() -> TestResult {
         log.lock().push(ctx.event_type().to_owned());
         async { Ok::<_, Failed>(()) }
     });
-    for i in 0..1000 {
+    for i in 0..TYPES {
         bus.publish(raw_envelope(&format!("test.Type{i}"))).await?;
     }
     assert!(drained(&bus).await);
-    assert_eq!(seen.lock().len(), 1000);
-    assert_eq!(bus.live_tasks(), 1000, "one worker per event type");
+    assert_eq!(seen.lock().len(), TYPES);
+    assert_eq!(bus.live_tasks(), TYPES, "one worker per event type");
 
     let idle = bus.config().worker_idle_timeout;
     assert_eq!(idle, Duration::from_secs(30), "the documented default");
     tokio::time::sleep(idle - Duration::from_millis(1)).await;
-    assert_eq!(bus.live_tasks(), 1000, "not idle long enough yet");
+    assert_eq!(bus.live_tasks(), TYPES, "not idle long enough yet");
     tokio::time::sleep(Duration::from_millis(2)).await;
     assert_eq!(bus.live_tasks(), 0, "idle workers ended");
 
     bus.publish(raw_envelope("test.Type7")).await?;
     bus.publish(raw_envelope("test.Type7")).await?;
     assert!(drained(&bus).await);
-    assert_eq!(seen.lock().len(), 1002, "a new worker took the next events");
+    assert_eq!(
+        seen.lock().len(),
+        TYPES + 2,
+        "a new worker took the next events"
+    );
     assert_eq!(bus.live_tasks(), 1);
     bus.shutdown(Duration::from_secs(1)).await?;
     assert_eq!(bus.live_tasks(), 0);

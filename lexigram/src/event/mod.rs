@@ -262,6 +262,9 @@ struct Shared {
     live_tasks: AtomicUsize,
     /// The queue of each event type that has a worker.
     lanes: RwLock<HashMap<Arc<str>, Arc<Lane>>>,
+    /// The workers' tasks. A worker that ends reaps those that ended before it, so the set
+    /// holds at most a few ended tasks (whose memory it keeps until reaped).
+    tasks: Mutex<JoinSet<()>>,
 }
 
 /// A failure after the last attempt.
@@ -556,6 +559,14 @@ impl Worker {
 
     async fn run(mut self) {
         let idle = self.shared.config.worker_idle_timeout;
+        // When the queue was last found empty after handling an event.
+        let mut idle_since = Instant::now();
+        let mut busy = false;
+        // One timer for the worker's life, moved only when it fires early: handling events
+        // costs no timer operations. `None`: the idle timeout is too long for the clock.
+        let mut timer = idle_since
+            .checked_add(idle)
+            .map(|due| Box::pin(tokio::time::sleep_until(due)));
         loop {
             // After `shutdown` gave up waiting, a task stuck in blocking code goes no further.
             if self.shared.stopped.load(Ordering::Acquire) {
@@ -575,13 +586,29 @@ impl Worker {
                 self.shared.deliver(&envelope).await;
                 self.in_flight = false;
                 self.shared.finish(1);
+                busy = true;
                 continue;
             }
-            let woken = tokio::time::timeout(idle, self.lane.wake.notified())
-                .await
-                .is_ok();
-            if !woken && self.retire_if_idle() {
-                return;
+            if std::mem::take(&mut busy) {
+                idle_since = Instant::now();
+            }
+            let Some(timer) = timer.as_mut() else {
+                self.lane.wake.notified().await;
+                continue;
+            };
+            tokio::select! {
+                biased;
+                () = self.lane.wake.notified() => {}
+                () = timer.as_mut() => {
+                    match idle_since.checked_add(idle) {
+                        Some(due) if due > Instant::now() => timer.as_mut().reset(due),
+                        _ => {
+                            if self.retire_if_idle() {
+                                return;
+                            }
+                        }
+                    }
+                }
             }
         }
     }
@@ -641,19 +668,22 @@ impl Drop for Worker {
             self.shared.finish(lost);
         }
         self.shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
+        // `try_lock`: this may run inside `spawn_on` (a runtime shutting down drops the new
+        // task at once), which holds the lock; the next worker to end reaps instead.
+        if let Some(mut tasks) = self.shared.tasks.try_lock() {
+            while tasks.try_join_next().is_some() {}
+        }
     }
 }
 
 struct Inner {
     shared: Arc<Shared>,
-    /// The workers' tasks (ended ones are reaped when the next worker starts).
-    tasks: Mutex<JoinSet<()>>,
 }
 
 impl Drop for Inner {
     /// The last clone is gone: the workers handle what is queued, then end.
     fn drop(&mut self) {
-        self.tasks.get_mut().detach_all();
+        self.shared.tasks.lock().detach_all();
         let lanes = std::mem::take(&mut *self.shared.lanes.write());
         for lane in lanes.into_values() {
             lane.state.lock().retired = true;
@@ -733,11 +763,11 @@ impl EventBus {
             next_dead_letter: AtomicU64::new(0),
             live_tasks: AtomicUsize::new(0),
             lanes: RwLock::new(HashMap::new()),
+            tasks: Mutex::new(JoinSet::new()),
         };
         Self {
             inner: Arc::new(Inner {
                 shared: Arc::new(shared),
-                tasks: Mutex::new(JoinSet::new()),
             }),
         }
     }
@@ -979,12 +1009,18 @@ impl EventBus {
             Arc::clone(&envelope.event_type),
             shared.config.queue_capacity,
         ));
-        {
-            let mut tasks = self.inner.tasks.lock();
-            while tasks.try_join_next().is_some() {}
-            tasks.spawn_on(Worker::new(shared, &lane).run(), &runtime);
-        }
         lanes.insert(Arc::clone(&envelope.event_type), Arc::clone(&lane));
+        // Spawned without the map's lock: a runtime shutting down drops the new task at once,
+        // and the worker's `Drop` takes that lock.
+        drop(lanes);
+        let mut tasks = shared.tasks.lock();
+        // Checked under the set's lock: `shutdown` takes the set after setting `closed`, so a
+        // worker spawned here is in the set it joins. The lane (without a worker) is taken
+        // by `shutdown` too, and refuses events since `closed` is set.
+        if shared.closed.load(Ordering::SeqCst) {
+            return Err(closed(envelope));
+        }
+        tasks.spawn_on(Worker::new(shared, &lane).run(), &runtime);
         Ok(lane)
     }
 
@@ -1029,7 +1065,7 @@ impl EventBus {
         for lane in lanes.values() {
             lane.state.lock().retired = true;
         }
-        let mut tasks = std::mem::take(&mut *self.inner.tasks.lock());
+        let mut tasks = std::mem::take(&mut *shared.tasks.lock());
         tasks.abort_all();
         let running = join_until(&mut tasks, until).await;
         if running > 0 {
@@ -1160,5 +1196,40 @@ impl EventPublisher for EventBus {
     /// Queues every envelope in order (see [`EventBus::publish`]).
     async fn publish(&self, envelopes: &[EventEnvelope]) -> Result<()> {
         self.publish_batch(envelopes).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(event_type: String) -> EventEnvelope {
+        let new = NewEvent::new(
+            event_type,
+            1,
+            crate::message::Payload::from_json_text("{}"),
+            crate::message::MessageMetadata::new(),
+        );
+        EventEnvelope::new(new, "s".into(), 0, 0, Utc::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_workers_leave_no_queue_and_no_task_behind() -> Result<()> {
+        let bus = EventBus::new();
+        bus.subscribe_all(|_: EventContext| async { Ok::<_, std::convert::Infallible>(()) });
+        for i in 0..2000 {
+            bus.publish(envelope(format!("test.Type{i}"))).await?;
+        }
+        bus.drain().await;
+        assert_eq!(bus.inner.shared.lanes.read().len(), 2000);
+        tokio::time::sleep(bus.config().worker_idle_timeout + Duration::from_millis(1)).await;
+        assert_eq!(bus.live_tasks(), 0);
+        assert!(
+            bus.inner.shared.lanes.read().is_empty(),
+            "every queue was freed"
+        );
+        let kept = bus.inner.shared.tasks.lock().len();
+        assert!(kept <= 1, "{kept} ended tasks are still held");
+        Ok(())
     }
 }
