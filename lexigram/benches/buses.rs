@@ -4,6 +4,9 @@
 //!   trivial handler, against a `HashMap<TypeId, Box<dyn Fn>>` returning a boxed future.
 //! - `event_publish_drain/*` vs `event_publish_drain/raw_tokio_mpsc`: 10 000 events published
 //!   to one handler and drained, against a bounded tokio channel with one consumer task.
+//! - `query_cache_miss/full_at_10` and `/full_at_10000`: a miss (handler call, store, one
+//!   eviction) in a cache kept full at 10 and at 10 000 entries, against
+//!   `query_cache_miss/uncached_floor`, the same handler registered without cache.
 //!
 //! `cargo bench -p lexigram --bench buses -- --warm-up-time 1 --measurement-time 3`
 
@@ -21,7 +24,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use lexigram::command::{CommandBus, CommandContext};
 use lexigram::event::{EventBus, EventContext};
 use lexigram::message::{EventEnvelope, MessageMetadata, NewEvent};
-use lexigram::{Command, Event};
+use lexigram::query::{CachePolicy, QueryBus, QueryContext};
+use lexigram::{Command, Event, Query};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
@@ -160,5 +164,53 @@ fn event_publish(c: &mut Criterion) {
         .unwrap();
 }
 
-criterion_group!(benches, command_dispatch, event_publish);
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Lookup(u64);
+impl Query for Lookup {
+    type Output = u64;
+}
+
+fn query_cache_miss(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("query_cache_miss");
+    group.throughput(Throughput::Elements(1));
+    let handler =
+        |q: Lookup, _: QueryContext| async move { Ok::<_, std::convert::Infallible>(q.0) };
+
+    for size in [10_u64, 10_000] {
+        let bus = QueryBus::new();
+        bus.register_cached(
+            handler,
+            CachePolicy::new(std::time::Duration::from_secs(3600), size as usize),
+        )
+        .unwrap();
+        for key in 0..size {
+            rt.block_on(bus.execute(Lookup(key))).unwrap();
+        }
+        // Every key is new: each execution misses, stores and evicts the oldest.
+        let next = AtomicU64::new(size);
+        group.bench_function(format!("full_at_{size}"), |b| {
+            b.to_async(&rt).iter(|| async {
+                let key = next.fetch_add(1, Ordering::Relaxed);
+                black_box(bus.execute(Lookup(key)).await.unwrap())
+            })
+        });
+    }
+
+    let uncached = QueryBus::new();
+    uncached.register(handler).unwrap();
+    let next = AtomicU64::new(0);
+    group.bench_function("uncached_floor", |b| {
+        b.to_async(&rt).iter(|| async {
+            let key = next.fetch_add(1, Ordering::Relaxed);
+            black_box(uncached.execute(Lookup(key)).await.unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, command_dispatch, event_publish, query_cache_miss);
 criterion_main!(benches);
