@@ -957,8 +957,13 @@ impl EventBus {
             let lane = self.lane(&envelope)?;
             // Waiting for room is the only await, and nothing is counted or queued before it
             // ends: a publish cancelled while it waits leaves no trace.
-            let Ok(room) = lane.room.acquire().await else {
-                return Err(closed(&envelope)); // never closed
+            let room = match lane.room.try_acquire() {
+                Ok(room) => room,
+                Err(tokio::sync::TryAcquireError::NoPermits) => match lane.room.acquire().await {
+                    Ok(room) => room,
+                    Err(_) => return Err(closed(&envelope)), // never closed
+                },
+                Err(tokio::sync::TryAcquireError::Closed) => return Err(closed(&envelope)),
             };
             let mut state = lane.state.lock();
             if state.retired {
