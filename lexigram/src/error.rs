@@ -28,7 +28,7 @@
 use std::sync::Arc;
 
 use crate::message::StreamId;
-use crate::store::ExpectedVersion;
+use crate::message::ExpectedVersion;
 
 /// A boxed error from user code (handlers, upcasters), kept as the source of a lexigram error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -118,7 +118,7 @@ pub enum Error {
     /// A stream id no store can hold. Nothing was read or written.
     #[error(
         "invalid stream id `{preview}`: {reason}; stream ids are UTF-8 text of at most {max} bytes without NUL characters",
-        max = crate::store::MAX_STREAM_ID_BYTES
+        max = crate::message::MAX_STREAM_ID_BYTES
     )]
     InvalidStreamId {
         /// The start of the id (long ids are cut, NULs shown as `\0`).

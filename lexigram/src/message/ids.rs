@@ -225,3 +225,40 @@ mod tests {
         assert_eq!(serde_json::to_string(&a).ok(), Some(format!("\"{a}\"")));
     }
 }
+
+/// The longest stream id (and aggregate id) a store accepts, in bytes of UTF-8.
+pub const MAX_STREAM_ID_BYTES: usize = 1024;
+
+/// Refuses a stream id no backend can hold (a NUL character, which PostgreSQL text cannot
+/// store, or more than [`MAX_STREAM_ID_BYTES`] bytes) before any I/O, with an error that shows
+/// only its start.
+pub(crate) fn check_stream_id(stream: &str) -> crate::error::Result<()> {
+    let reason = if stream.contains('\0') {
+        "it contains a NUL character".to_owned()
+    } else if stream.len() > MAX_STREAM_ID_BYTES {
+        format!("it is {} bytes long", stream.len())
+    } else {
+        return Ok(());
+    };
+    Err(crate::error::Error::InvalidStreamId {
+        preview: preview(stream),
+        reason,
+    })
+}
+
+/// The first 64 characters of `text`, NULs shown as `\0`, with `…` when cut.
+fn preview(text: &str) -> String {
+    const SHOWN: usize = 64;
+    let mut shown: String = text
+        .chars()
+        .take(SHOWN)
+        .flat_map(|c| match c {
+            '\0' => vec!['\\', '0'],
+            c => vec![c],
+        })
+        .collect();
+    if text.chars().nth(SHOWN).is_some() {
+        shown.push('…');
+    }
+    shown
+}

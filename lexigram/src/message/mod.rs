@@ -35,9 +35,12 @@
 mod envelope;
 mod ids;
 mod metadata;
+mod version;
 
 pub use envelope::{EventEnvelope, NewEvent, Payload};
-pub use ids::{AggregateId, CorrelationId, EventId, MessageId, StreamId};
+pub use ids::{AggregateId, CorrelationId, EventId, MAX_STREAM_ID_BYTES, MessageId, StreamId};
+pub(crate) use ids::check_stream_id;
+pub use version::ExpectedVersion;
 pub use metadata::MessageMetadata;
 
 use serde::Serialize;

@@ -111,7 +111,7 @@ impl SnapshotStore for InMemorySnapshotStore {
     }
 
     async fn save(&self, snapshot: Snapshot) -> Result<()> {
-        crate::store::check_stream_id(snapshot.aggregate_id.as_str())?;
+        crate::message::check_stream_id(snapshot.aggregate_id.as_str())?;
         let max = self.max_per_aggregate;
         self.write(|inner| {
             let list = inner
@@ -127,7 +127,7 @@ impl SnapshotStore for InMemorySnapshotStore {
     }
 
     async fn latest(&self, aggregate_id: &str) -> Result<Option<Snapshot>> {
-        crate::store::check_stream_id(aggregate_id)?;
+        crate::message::check_stream_id(aggregate_id)?;
         self.read(|inner| {
             inner
                 .by_aggregate
@@ -137,7 +137,7 @@ impl SnapshotStore for InMemorySnapshotStore {
     }
 
     async fn by_version(&self, aggregate_id: &str, version: u64) -> Result<Option<Snapshot>> {
-        crate::store::check_stream_id(aggregate_id)?;
+        crate::message::check_stream_id(aggregate_id)?;
         self.read(|inner| {
             let list = inner.by_aggregate.get(aggregate_id)?;
             let index = list.binary_search_by_key(&version, |s| s.version).ok()?;
@@ -146,7 +146,7 @@ impl SnapshotStore for InMemorySnapshotStore {
     }
 
     async fn delete_old(&self, aggregate_id: &str, keep: usize) -> Result<u64> {
-        crate::store::check_stream_id(aggregate_id)?;
+        crate::message::check_stream_id(aggregate_id)?;
         self.write(|inner| {
             inner
                 .by_aggregate
@@ -156,7 +156,7 @@ impl SnapshotStore for InMemorySnapshotStore {
     }
 
     async fn delete_all(&self, aggregate_id: &str) -> Result<u64> {
-        crate::store::check_stream_id(aggregate_id)?;
+        crate::message::check_stream_id(aggregate_id)?;
         self.write(|inner| {
             inner
                 .by_aggregate

@@ -63,6 +63,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::message::{EventEnvelope, NewEvent, StreamId};
 
+pub use crate::message::{ExpectedVersion, MAX_STREAM_ID_BYTES};
+pub(crate) use crate::message::check_stream_id;
 pub use memory::InMemoryEventStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -70,74 +72,6 @@ pub use postgres::{PostgresConfig, PostgresEventStore, Wakeups};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteConfig, SqliteEventStore};
-
-/// What an append expects the stream's version to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ExpectedVersion {
-    /// No check: append at the end, whatever the version.
-    Any,
-    /// The stream must not exist yet (version 0).
-    NoStream,
-    /// The stream must be exactly at this version. `Exact(0)` means the same as `NoStream`.
-    Exact(u64),
-}
-
-impl ExpectedVersion {
-    /// Whether a stream at `actual` satisfies this expectation.
-    pub fn matches(self, actual: u64) -> bool {
-        match self {
-            Self::Any => true,
-            Self::NoStream => actual == 0,
-            Self::Exact(v) => v == actual,
-        }
-    }
-
-    /// The version expected before the first event when a retry is checked: `None` for `Any`.
-    pub(crate) fn start(self) -> Option<u64> {
-        match self {
-            Self::Any => None,
-            Self::NoStream => Some(0),
-            Self::Exact(v) => Some(v),
-        }
-    }
-}
-
-/// The longest stream id (and aggregate id) a store accepts, in bytes of UTF-8.
-pub const MAX_STREAM_ID_BYTES: usize = 1024;
-
-/// Refuses a stream id no backend can hold (a NUL character, which PostgreSQL text cannot
-/// store, or more than [`MAX_STREAM_ID_BYTES`] bytes) before any I/O, with an error that shows
-/// only its start.
-pub(crate) fn check_stream_id(stream: &str) -> Result<()> {
-    let reason = if stream.contains('\0') {
-        "it contains a NUL character".to_owned()
-    } else if stream.len() > MAX_STREAM_ID_BYTES {
-        format!("it is {} bytes long", stream.len())
-    } else {
-        return Ok(());
-    };
-    Err(Error::InvalidStreamId {
-        preview: preview(stream),
-        reason,
-    })
-}
-
-/// The first 64 characters of `text`, NULs shown as `\0`, with `…` when cut.
-pub(crate) fn preview(text: &str) -> String {
-    const SHOWN: usize = 64;
-    let mut shown: String = text
-        .chars()
-        .take(SHOWN)
-        .flat_map(|c| match c {
-            '\0' => vec!['\\', '0'],
-            c => vec![c],
-        })
-        .collect();
-    if text.chars().nth(SHOWN).is_some() {
-        shown.push('…');
-    }
-    shown
-}
 
 /// The versions `(start, end]` a retried append of `count` events must have been stored at,
 /// when its first event id is stored at `first_version`. `None` when they would pass
@@ -172,21 +106,6 @@ pub(crate) fn not_a_retry(
     }
 }
 
-impl fmt::Display for ExpectedVersion {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Any => f.write_str("any version"),
-            Self::NoStream => f.write_str("no stream (version 0)"),
-            Self::Exact(v) => write!(f, "version {v}"),
-        }
-    }
-}
-
-impl From<u64> for ExpectedVersion {
-    fn from(version: u64) -> Self {
-        Self::Exact(version)
-    }
-}
 
 /// What an append wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
