@@ -27,8 +27,8 @@
 
 use std::sync::Arc;
 
-use crate::message::StreamId;
 use crate::message::ExpectedVersion;
+use crate::message::StreamId;
 
 /// A boxed error from user code (handlers, upcasters), kept as the source of a lexigram error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

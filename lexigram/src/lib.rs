@@ -89,6 +89,8 @@ pub mod aggregate;
 mod bus;
 pub mod command;
 pub mod config;
+mod context;
+mod delivery;
 pub mod error;
 pub mod event;
 pub mod message;

@@ -44,8 +44,13 @@ struct Failed(u32);
 
 type Log<T> = Arc<Mutex<Vec<T>>>;
 
+/// The default configuration with exact retry waits, so tests can name them (jitter has a
+/// test of its own).
 fn config() -> EventBusConfig {
-    EventBusConfig::default()
+    EventBusConfig {
+        retry_jitter: 0.0,
+        ..EventBusConfig::default()
+    }
 }
 
 fn bus_with(change: impl FnOnce(&mut EventBusConfig)) -> Result<EventBus, lexigram::Error> {
@@ -113,9 +118,53 @@ fn the_default_configuration_is_the_seeds() -> TestResult {
 }
 
 #[tokio::test(start_paused = true)]
+async fn retry_waits_are_jittered_by_default_within_a_fifth_of_each_backoff() -> TestResult {
+    let bus = EventBus::new();
+    assert_eq!(bus.config().retry_jitter, 0.2);
+    let calls: Log<(u32, Instant)> = Arc::default();
+    for n in 0..20 {
+        let log = calls.clone();
+        bus.subscribe_with(
+            move |_: Ping, ctx: EventContext| {
+                log.lock().push((n, Instant::now()));
+                let attempt = ctx.attempt();
+                async move { Err::<(), _>(Failed(attempt)) }
+            },
+            SubscribeOptions::new().name(format!("flaky-{n}")),
+        );
+    }
+    bus.publish_event("s-1", &Ping { n: 1 }).await?;
+    bus.drain().await;
+    let calls = calls.lock();
+    let mut gaps = Vec::new();
+    for n in 0..20 {
+        let times: Vec<Instant> = calls
+            .iter()
+            .filter(|(h, _)| *h == n)
+            .map(|(_, t)| *t)
+            .collect();
+        assert_eq!(times.len(), 4, "1 + 3 retries");
+        for (wait, nominal) in times.windows(2).map(|w| w[1] - w[0]).zip([100, 200, 400]) {
+            let nominal = Duration::from_millis(nominal);
+            assert!(
+                wait <= nominal && wait >= nominal.mul_f64(0.8),
+                "a wait of {wait:?} for a nominal {nominal:?}"
+            );
+            gaps.push(wait);
+        }
+    }
+    let distinct: std::collections::HashSet<_> = gaps.iter().collect();
+    assert!(
+        distinct.len() > 20,
+        "20 handlers failing together do not retry in lockstep"
+    );
+    Ok(())
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_handler_failing_twice_is_called_three_times_100ms_and_200ms_apart_without_dead_letter()
 -> TestResult {
-    let bus = EventBus::new();
+    let bus = bus_with(|_| ())?;
     let calls: Log<Instant> = Arc::default();
     let log = calls.clone();
     bus.subscribe(move |_: Ping, ctx: EventContext| {
@@ -145,7 +194,7 @@ async fn a_handler_failing_twice_is_called_three_times_100ms_and_200ms_apart_wit
 #[tokio::test(start_paused = true)]
 async fn an_always_failing_handler_is_called_four_times_and_dead_lettered_once_and_replay_redelivers()
 -> TestResult {
-    let bus = EventBus::new();
+    let bus = bus_with(|_| ())?;
     let calls = Arc::new(AtomicU32::new(0));
     let healthy = Arc::new(AtomicU32::new(0));
     let (counter, fixed) = (calls.clone(), healthy.clone());

@@ -223,7 +223,7 @@ async fn retry_waits_with_exponential_backoff_and_succeeds() -> TestResult {
         async move { if n < 3 { Err(Transient) } else { Ok(c.0 * 2) } }
     })?;
     bus.cloneable::<Double>();
-    bus.add_middleware(RetryMiddleware::new(3, Duration::from_millis(100)));
+    bus.add_middleware(RetryMiddleware::new(3, Duration::from_millis(100)).jitter(0.0));
     assert_eq!(bus.dispatch(Double(21)).await?, 42);
     let calls = calls.lock();
     let gaps: Vec<Duration> = calls.windows(2).map(|w| w[1] - w[0]).collect();
@@ -244,7 +244,11 @@ async fn retry_gives_up_after_max_retries_with_the_last_error() -> TestResult {
         async { Err::<u64, _>(Transient) }
     })?;
     bus.cloneable::<Double>();
-    bus.add_middleware(RetryMiddleware::new(2, Duration::from_millis(50)).multiplier(3.0));
+    bus.add_middleware(
+        RetryMiddleware::new(2, Duration::from_millis(50))
+            .multiplier(3.0)
+            .jitter(0.0),
+    );
     let start = Instant::now();
     let result = bus.dispatch(Double(1)).await;
     assert!(

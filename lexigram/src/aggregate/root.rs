@@ -130,7 +130,7 @@ impl<A: Aggregate> AggregateRoot<A> {
         let metadata = match &self.metadata {
             Some(cause) => MessageMetadata::caused_by(cause),
             // Inside a handler: caused by the message being handled; elsewhere: new.
-            None => crate::bus::caused_metadata(),
+            None => crate::context::caused_metadata(),
         };
         self.record_with(event, metadata)
     }

@@ -1,7 +1,5 @@
 //! Machinery shared by the command and query buses. Not public.
 //!
-//! - [`Scope`]: the metadata of the message being handled, created lazily, and the task-local
-//!   that makes a message sent from inside a handler a child of the one being handled.
 //! - [`Registry`]: the handler table of a bus. Registration copies the table and swaps an
 //!   `Arc`; dispatch takes a read lock just long enough to clone that `Arc` (never across an
 //!   `.await`), so concurrent dispatches never wait on each other.
@@ -13,110 +11,16 @@ use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::Location;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::context::{Parent, Scope, in_scope};
 use crate::error::{BoxError, Error, Result};
-use crate::message::{EventEnvelope, MessageMetadata};
 use crate::middleware::{DynMiddleware, MessageKind, Next, Request, Response};
 
 /// A boxed, sendable future: the one allocation of a dispatch.
 pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// What a message being handled was caused by.
-#[derive(Clone)]
-pub(crate) enum Parent {
-    /// A command or query being handled.
-    Scope(Arc<Scope>),
-    /// An event being handled by the event bus.
-    Event(Arc<EventEnvelope>),
-}
-
-impl Parent {
-    fn metadata(&self) -> &MessageMetadata {
-        match self {
-            Parent::Scope(scope) => scope.metadata(),
-            Parent::Event(envelope) => &envelope.metadata,
-        }
-    }
-}
-
-tokio::task_local! {
-    static CURRENT: Parent;
-}
-
-/// The metadata of one command or query, created on first use.
-///
-/// Making fresh ids costs more than the rest of a dispatch, so a handler that never looks at
-/// its metadata (and sends nothing) never pays for it.
-pub(crate) struct Scope {
-    parent: Option<Parent>,
-    metadata: OnceLock<MessageMetadata>,
-}
-
-impl Scope {
-    /// A scope for a message sent now: a child of the message being handled, if any.
-    pub(crate) fn child_of_current() -> Arc<Self> {
-        Arc::new(Self {
-            parent: CURRENT.try_with(Parent::clone).ok(),
-            metadata: OnceLock::new(),
-        })
-    }
-
-    /// A scope with the given metadata.
-    pub(crate) fn with_metadata(metadata: MessageMetadata) -> Arc<Self> {
-        Arc::new(Self {
-            parent: None,
-            metadata: OnceLock::from(metadata),
-        })
-    }
-
-    /// The metadata: given, caused by the parent, or new.
-    pub(crate) fn metadata(&self) -> &MessageMetadata {
-        self.metadata.get_or_init(|| match &self.parent {
-            Some(parent) => MessageMetadata::caused_by(parent.metadata()),
-            None => MessageMetadata::new(),
-        })
-    }
-}
-
-impl fmt::Debug for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Scope")
-            .field("metadata", &self.metadata.get())
-            .field("has_parent", &self.parent.is_some())
-            .finish()
-    }
-}
-
-/// Runs `future` as the handling of `parent`: messages it sends are caused by `parent`.
-pub(crate) fn in_scope<F: Future>(parent: Parent, future: F) -> impl Future<Output = F::Output> {
-    CURRENT.scope(parent, future)
-}
-
-/// Metadata for a message created now: caused by the message being handled, or new.
-pub(crate) fn caused_metadata() -> MessageMetadata {
-    CURRENT
-        .try_with(|parent| MessageMetadata::caused_by(parent.metadata()))
-        .unwrap_or_else(|_| MessageMetadata::new())
-}
-
-/// The metadata of the message being handled by the current task, if any.
-pub(crate) fn current_metadata() -> Option<MessageMetadata> {
-    CURRENT.try_with(|parent| parent.metadata().clone()).ok()
-}
-
-/// The delay after `current`: multiplied, capped at `max`, never panicking.
-pub(crate) fn next_backoff(
-    current: std::time::Duration,
-    multiplier: f64,
-    max: std::time::Duration,
-) -> std::time::Duration {
-    std::time::Duration::try_from_secs_f64(current.as_secs_f64() * multiplier)
-        .unwrap_or(max)
-        .min(max)
-}
 
 /// Hashes a `TypeId` (already a hash) without SipHash.
 #[derive(Default)]
@@ -447,48 +351,5 @@ impl fmt::Debug for Registry {
             .field("handlers", &handlers)
             .field("middleware", &table.middleware_names)
             .finish()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped_without_overflow() {
-        let max = Duration::from_secs(30);
-        assert_eq!(
-            next_backoff(Duration::from_millis(100), 2.0, max),
-            Duration::from_millis(200)
-        );
-        assert_eq!(next_backoff(Duration::from_secs(20), 2.0, max), max);
-        assert_eq!(next_backoff(Duration::MAX, 2.0, max), max);
-        assert_eq!(
-            next_backoff(Duration::from_secs(1), f64::INFINITY, max),
-            max
-        );
-    }
-
-    #[test]
-    fn scope_metadata_is_created_once_and_given_metadata_is_kept() {
-        let scope = Scope::child_of_current();
-        let first = scope.metadata().message_id();
-        assert_eq!(scope.metadata().message_id(), first);
-        assert_eq!(scope.metadata().causation_id(), None);
-
-        let given = MessageMetadata::new();
-        assert_eq!(Scope::with_metadata(given.clone()).metadata(), &given);
-    }
-
-    #[tokio::test]
-    async fn a_scope_inside_another_is_its_child() {
-        let parent = Scope::child_of_current();
-        let expected = parent.metadata().clone();
-        let child = in_scope(Parent::Scope(parent), async { Scope::child_of_current() }).await;
-        assert_eq!(child.metadata().causation_id(), Some(expected.message_id()));
-        assert_eq!(child.metadata().correlation_id(), expected.correlation_id());
-        assert!(current_metadata().is_none());
     }
 }

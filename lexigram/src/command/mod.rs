@@ -57,7 +57,8 @@ use std::marker::PhantomData;
 use std::panic::Location;
 use std::sync::Arc;
 
-use crate::bus::{self, BoxFuture, Call, Mode, Registry, Scope};
+use crate::bus::{self, BoxFuture, Call, Mode, Registry};
+use crate::context::Scope;
 use crate::error::{BoxError, Result};
 use crate::message::{Command, CorrelationId, MessageId, MessageMetadata};
 use crate::middleware::{MessageKind, Middleware};
@@ -307,5 +308,5 @@ impl fmt::Debug for CommandBus {
 /// Inside a handler (and anything it awaits) this is the message being handled; elsewhere it
 /// is `None`. Useful for code far from the handler's context, such as a repository wrapper.
 pub fn current_metadata() -> Option<MessageMetadata> {
-    bus::current_metadata()
+    crate::context::current_metadata()
 }

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 /// | `retry_failed_handlers` | `true` |
 /// | `max_handler_retries` | 3 |
 /// | `retry_initial_backoff` | 100 ms, then doubling (`retry_backoff_multiplier` 2) up to `retry_max_backoff` (30 s) |
+/// | `retry_jitter` | 0.2 (each wait is cut by a random 0–20 %) |
 /// | `enable_dead_letter` | `true` |
 /// | `allow_no_handlers` | `true` |
 /// | `parallel_dispatch` | `true` |
@@ -56,6 +57,10 @@ pub struct EventBusConfig {
     /// No wait is longer than this.
     #[serde(rename = "retry_max_backoff_ms", with = "millis")]
     pub retry_max_backoff: Duration,
+    /// Each wait is shortened by a random fraction of up to this (0 to 1), so handlers that
+    /// failed together (a database restarting) do not all retry at the same instant. `0`
+    /// gives exact waits.
+    pub retry_jitter: f64,
     /// Whether an event a handler failed on (after its last attempt) is kept in the
     /// dead-letter queue for inspection and replay.
     pub enable_dead_letter: bool,
@@ -94,6 +99,7 @@ impl Default for EventBusConfig {
             retry_initial_backoff: Duration::from_millis(100),
             retry_backoff_multiplier: 2.0,
             retry_max_backoff: Duration::from_secs(30),
+            retry_jitter: 0.2,
             enable_dead_letter: true,
             allow_no_handlers: true,
             parallel_dispatch: true,
@@ -142,6 +148,12 @@ impl EventBusConfig {
                     .to_owned(),
             );
         }
+        if !(self.retry_jitter.is_finite() && (0.0..=1.0).contains(&self.retry_jitter)) {
+            problems.push(format!(
+                "event bus `retry_jitter` is {}; set it between 0 (exact waits) and 1",
+                self.retry_jitter
+            ));
+        }
         if !(self.retry_backoff_multiplier.is_finite() && self.retry_backoff_multiplier >= 1.0) {
             problems.push(format!(
                 "event bus `retry_backoff_multiplier` is {}; set it to a number >= 1",
@@ -156,6 +168,19 @@ impl EventBusConfig {
     }
 
     /// How many attempts a handler gets.
+    /// The delivery policy these settings describe.
+    pub(crate) fn retry_policy(&self) -> crate::delivery::RetryPolicy {
+        crate::delivery::RetryPolicy {
+            max_attempts: self.max_attempts(),
+            backoff: crate::delivery::Backoff::new(
+                self.retry_initial_backoff,
+                self.retry_backoff_multiplier,
+                self.retry_max_backoff,
+                self.retry_jitter,
+            ),
+        }
+    }
+
     pub(crate) fn max_attempts(&self) -> u32 {
         if self.retry_failed_handlers {
             self.max_handler_retries.saturating_add(1)

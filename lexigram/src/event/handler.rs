@@ -238,22 +238,6 @@ impl fmt::Display for SubscriptionId {
     }
 }
 
-/// A handler attempt did not finish within the configured `handler_timeout`.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("handler timed out after {after:?}; make it faster or raise `handler_timeout`")]
-pub struct HandlerTimedOut {
-    /// The timeout.
-    pub after: std::time::Duration,
-}
-
-/// A handler panicked. The panic was caught; the bus keeps running.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("handler panicked: {message}")]
-pub struct HandlerPanicked {
-    /// The panic message, when it was a string.
-    pub message: String,
-}
-
 /// A handler was not called because an earlier handler of the same event failed and
 /// `continue_on_error` is off (sequential dispatch).
 #[derive(Debug, Clone, thiserror::Error)]

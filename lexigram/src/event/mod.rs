@@ -73,26 +73,26 @@
 //! ```
 
 mod config;
+mod dead_letter;
 mod handler;
 
+pub use crate::delivery::{HandlerPanicked, HandlerTimedOut};
 pub use config::EventBusConfig;
+pub use dead_letter::{DeadLetter, DeadLetterId};
 pub use handler::{
-    EnvelopeHandler, EventContext, EventHandler, HandlerPanicked, HandlerSkipped, HandlerTimedOut,
-    SubscribeOptions, SubscriptionId,
+    EnvelopeHandler, EventContext, EventHandler, HandlerSkipped, SubscribeOptions, SubscriptionId,
 };
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::task::Poll;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
-use futures_util::FutureExt;
+use chrono::Utc;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -101,47 +101,12 @@ use tracing::Instrument;
 
 use handler::{ErasedEventHandler, Typed, Untyped};
 
-use crate::bus::{self, Parent, in_scope};
+use crate::context::{self, Parent, in_scope};
+use crate::delivery::{DeadLetters, Delivery, GaveUp, Retry, RetryPolicy};
 use crate::error::{BoxError, Error, Result};
 use crate::message::{Event, EventEnvelope, NewEvent, StreamId};
 use crate::repository::EventPublisher;
-
-/// Identifies one dead letter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DeadLetterId(u64);
-
-impl DeadLetterId {
-    /// The id as a number.
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl fmt::Display for DeadLetterId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-/// An event one handler failed on after its last attempt.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct DeadLetter {
-    /// Its id in the dead-letter queue.
-    pub id: DeadLetterId,
-    /// The event.
-    pub envelope: Arc<EventEnvelope>,
-    /// The handler that failed.
-    pub handler: Arc<str>,
-    /// The handler's subscription (replay calls it again).
-    pub subscription: SubscriptionId,
-    /// How many attempts were made (0 when the handler was skipped).
-    pub attempts: u32,
-    /// The last error.
-    pub error: String,
-    /// When the last attempt failed.
-    pub failed_at: DateTime<Utc>,
-}
+use dead_letter::{DeadLetterQueue, Undelivered};
 
 /// One handler's outcome on one event, given to the [`on_handled`](EventBus::on_handled)
 /// and [`on_failed`](EventBus::on_failed) hooks.
@@ -250,15 +215,17 @@ struct Shared {
     config: EventBusConfig,
     routes: RwLock<Arc<Routes>>,
     subscriptions: Mutex<Subscriptions>,
-    permits: Semaphore,
+    /// Permits, timeout and panic isolation for every handler call.
+    delivery: Delivery,
+    /// Attempts and waits between them.
+    retry: RetryPolicy,
     /// Events accepted by `publish` and not yet handled.
     pending: AtomicU64,
     idle: Notify,
     closed: AtomicBool,
     /// `shutdown` stopped waiting for the accepted events: workers stop at once.
     stopped: AtomicBool,
-    dead_letters: Mutex<BTreeMap<DeadLetterId, DeadLetter>>,
-    next_dead_letter: AtomicU64,
+    dead_letters: DeadLetterQueue,
     live_tasks: AtomicUsize,
     /// The queue of each event type that has a worker.
     lanes: RwLock<HashMap<Arc<str>, Arc<Lane>>>,
@@ -345,7 +312,8 @@ impl Shared {
         .await;
     }
 
-    /// Calls one handler until it succeeds or runs out of attempts; then reports, and
+    /// Calls one handler under the bus's delivery policy (permit, timeout, panics caught,
+    /// retries with jittered backoff) until it succeeds or gives up; then reports, and
     /// dead-letters a failure.
     async fn run_handler(
         &self,
@@ -353,92 +321,54 @@ impl Shared {
         envelope: &Arc<EventEnvelope>,
         hooks: &Hooks,
     ) -> std::result::Result<(), Failure> {
-        let max_attempts = self.config.max_attempts();
         let timed = !hooks.handled.is_empty() || !hooks.failed.is_empty();
         let started = timed.then(tokio::time::Instant::now);
         let elapsed = || started.map_or(Duration::ZERO, |s| s.elapsed());
-        let mut backoff = self
-            .config
-            .retry_initial_backoff
-            .min(self.config.retry_max_backoff);
-        let mut attempt = 1;
-        loop {
-            let error = match self.attempt(sub, envelope, attempt).await {
-                Ok(()) => {
-                    if !hooks.handled.is_empty() {
-                        let report = HandlerReport {
-                            envelope,
-                            handler: &sub.name,
-                            attempts: attempt,
-                            elapsed: elapsed(),
-                            error: None,
-                        };
-                        for hook in &hooks.handled {
-                            call_hook("on_handled", || hook(&report));
-                        }
-                    }
-                    return Ok(());
-                }
-                Err(error) => error,
+        let call = |attempt| {
+            let ctx = EventContext {
+                envelope: Arc::clone(envelope),
+                handler: Arc::clone(&sub.name),
+                attempt,
             };
-            // An event that does not decode will not decode on a retry either.
-            if attempt >= max_attempts || error.is::<crate::error::EventLoadError>() {
-                self.give_up(sub, envelope, hooks, attempt, elapsed(), &error);
-                return Err(Failure {
-                    attempts: attempt,
+            // The handler is called inside the guarded future, not before it: a handler that
+            // panics before returning its future is caught like one that panics while running,
+            // and its synchronous part runs in the event's scope too.
+            in_scope(Parent::Event(Arc::clone(envelope)), async move {
+                sub.handler.call(ctx).await
+            })
+        };
+        // An event that does not decode will not decode on a retry either.
+        let retry = |error: &BoxError| {
+            if error.is::<crate::error::EventLoadError>() {
+                Retry::Never
+            } else {
+                Retry::WhileAttemptsRemain
+            }
+        };
+        let delivered = self.delivery.run(&self.retry, &sub.name, call, retry).await;
+        match delivered.result {
+            Ok(()) => {
+                if !hooks.handled.is_empty() {
+                    let report = HandlerReport {
+                        envelope,
+                        handler: &sub.name,
+                        attempts: delivered.attempts,
+                        elapsed: elapsed(),
+                        error: None,
+                    };
+                    for hook in &hooks.handled {
+                        call_hook("on_handled", || hook(&report));
+                    }
+                }
+                Ok(())
+            }
+            Err(error) => {
+                self.give_up(sub, envelope, hooks, delivered.attempts, elapsed(), &error);
+                Err(Failure {
+                    attempts: delivered.attempts,
                     error,
-                });
+                })
             }
-            tracing::debug!(handler = %sub.name, attempt, ?backoff, %error, "event handler failed; retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = bus::next_backoff(
-                backoff,
-                self.config.retry_backoff_multiplier,
-                self.config.retry_max_backoff,
-            );
-            attempt += 1;
-        }
-    }
-
-    /// One call, under a concurrency permit and the timeout, with panics caught.
-    async fn attempt(
-        &self,
-        sub: &Subscriber,
-        envelope: &Arc<EventEnvelope>,
-        attempt: u32,
-    ) -> std::result::Result<(), BoxError> {
-        // The semaphore is never closed, so `acquire` cannot fail; run unguarded if it did.
-        let _permit = self.permits.acquire().await.ok();
-        let ctx = EventContext {
-            envelope: Arc::clone(envelope),
-            handler: Arc::clone(&sub.name),
-            attempt,
-        };
-        // The handler is called inside the guarded future, not before it: a handler that
-        // panics before returning its future is caught like one that panics while running,
-        // and its synchronous part runs in the event's scope too.
-        let call = in_scope(Parent::Event(Arc::clone(envelope)), async move {
-            sub.handler.call(ctx).await
-        });
-        let after = self.config.handler_timeout;
-        let mut call = std::pin::pin!(AssertUnwindSafe(call).catch_unwind());
-        // A handler that finishes in its first poll needs no timer: poll once before arming it.
-        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
-        let outcome = match first {
-            Poll::Ready(outcome) => Ok(outcome),
-            Poll::Pending => tokio::time::timeout(after, call).await,
-        };
-        match outcome {
-            Ok(Ok(result)) => result,
-            Ok(Err(panic)) => {
-                let message = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| (*s).to_owned())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "a non-string panic payload".to_owned());
-                Err(Box::new(HandlerPanicked { message }))
-            }
-            Err(_) => Err(Box::new(HandlerTimedOut { after })),
         }
     }
 
@@ -473,30 +403,15 @@ impl Shared {
             call_hook("on_failed", || hook(&report));
         }
         if self.config.enable_dead_letter {
-            let id = DeadLetterId(self.next_dead_letter.fetch_add(1, Ordering::Relaxed) + 1);
-            let mut letters = self.dead_letters.lock();
-            while letters.len() >= self.config.dead_letter_capacity.max(1) {
-                let Some((dropped, letter)) = letters.pop_first() else {
-                    break;
-                };
-                tracing::warn!(
-                    dead_letter = dropped.0, handler = %letter.handler, event_type = %letter.envelope.event_type,
-                    capacity = self.config.dead_letter_capacity,
-                    "dead-letter queue full; dropped the oldest dead letter"
-                );
-            }
-            letters.insert(
-                id,
-                DeadLetter {
-                    id,
+            self.dead_letters.dead_letter(GaveUp {
+                message: &Undelivered {
                     envelope: Arc::clone(envelope),
-                    handler: Arc::clone(&sub.name),
                     subscription: sub.id,
-                    attempts,
-                    error: error.to_string(),
-                    failed_at: Utc::now(),
                 },
-            );
+                handler: &sub.name,
+                attempts,
+                error,
+            });
         }
     }
 }
@@ -751,7 +666,9 @@ impl EventBus {
 
     fn build(config: EventBusConfig) -> Self {
         let shared = Shared {
-            permits: Semaphore::new(config.max_concurrent_handlers),
+            delivery: Delivery::new(config.max_concurrent_handlers, config.handler_timeout),
+            retry: config.retry_policy(),
+            dead_letters: DeadLetterQueue::new(config.dead_letter_capacity),
             config,
             routes: RwLock::new(Arc::new(Subscriptions::default().routes())),
             subscriptions: Mutex::new(Subscriptions::default()),
@@ -759,8 +676,6 @@ impl EventBus {
             idle: Notify::new(),
             closed: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            dead_letters: Mutex::new(BTreeMap::new()),
-            next_dead_letter: AtomicU64::new(0),
             live_tasks: AtomicUsize::new(0),
             lanes: RwLock::new(HashMap::new()),
             tasks: Mutex::new(JoinSet::new()),
@@ -931,7 +846,7 @@ impl EventBus {
         stream: impl Into<StreamId>,
         event: &E,
     ) -> Result<()> {
-        let new = NewEvent::from_event(event, bus::caused_metadata())?;
+        let new = NewEvent::from_event(event, context::caused_metadata())?;
         self.publish(EventEnvelope::new(new, stream.into(), 0, 0, Utc::now()))
             .await
     }
@@ -1109,23 +1024,17 @@ impl EventBus {
 
     /// The dead letters, oldest first.
     pub fn dead_letters(&self) -> Vec<DeadLetter> {
-        self.inner
-            .shared
-            .dead_letters
-            .lock()
-            .values()
-            .cloned()
-            .collect()
+        self.inner.shared.dead_letters.list()
     }
 
     /// How many dead letters there are.
     pub fn dead_letter_count(&self) -> usize {
-        self.inner.shared.dead_letters.lock().len()
+        self.inner.shared.dead_letters.len()
     }
 
     /// Deletes a dead letter. Returns whether it existed.
     pub fn delete_dead_letter(&self, id: DeadLetterId) -> bool {
-        self.inner.shared.dead_letters.lock().remove(&id).is_some()
+        self.inner.shared.dead_letters.take(id).is_some()
     }
 
     /// Hands a dead letter's event again to the handler that failed on it (with the usual
@@ -1139,22 +1048,24 @@ impl EventBus {
         let shared = &self.inner.shared;
         let letter = shared
             .dead_letters
-            .lock()
-            .remove(&id)
-            .ok_or(Error::DeadLetterNotFound { id: id.0 })?;
+            .take(id)
+            .ok_or(Error::DeadLetterNotFound { id: id.get() })?;
         let Some(subscriber) = shared.subscriptions.lock().find(letter.subscription) else {
             let reason = format!(
                 "handler `{}` ({}) is no longer subscribed; subscribe it again and replay the event yourself, or delete the dead letter",
                 letter.handler, letter.subscription
             );
-            shared.dead_letters.lock().insert(id, letter);
-            return Err(Error::DeadLetterReplay { id: id.0, reason });
+            shared.dead_letters.put_back(letter);
+            return Err(Error::DeadLetterReplay {
+                id: id.get(),
+                reason,
+            });
         };
         let routes = shared.routes();
         let envelope = letter.envelope;
         shared
             .run_handler(&subscriber, &envelope, &routes.hooks)
-            .instrument(tracing::debug_span!("lexigram.replay", dead_letter = id.0, event_type = %envelope.event_type))
+            .instrument(tracing::debug_span!("lexigram.replay", dead_letter = id.get(), event_type = %envelope.event_type))
             .await
             .map_err(|failure| Error::EventHandler {
                 event_type: Arc::clone(&envelope.event_type),
@@ -1190,7 +1101,7 @@ impl fmt::Debug for EventBus {
             .field("event_types", &event_types)
             .field("all_event_handlers", &subscriptions.all.len())
             .field("pending", &shared.pending.load(Ordering::Relaxed))
-            .field("dead_letters", &shared.dead_letters.lock().len())
+            .field("dead_letters", &shared.dead_letters.len())
             .field("shut_down", &shared.closed.load(Ordering::Relaxed))
             .finish()
     }

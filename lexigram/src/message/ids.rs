@@ -205,27 +205,6 @@ impl From<AggregateId> for StreamId {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn string_ids_compare_with_str_and_share_storage() {
-        let id = AggregateId::from("order-1");
-        let stream = id.stream_id();
-        assert_eq!(stream, "order-1");
-        assert_eq!(stream.to_string(), "order-1");
-        assert_eq!(format!("{stream:?}"), "StreamId(\"order-1\")");
-    }
-
-    #[test]
-    fn uuid_ids_serialize_as_plain_strings() {
-        let a = EventId::new();
-        assert_ne!(a, EventId::new());
-        assert_eq!(serde_json::to_string(&a).ok(), Some(format!("\"{a}\"")));
-    }
-}
-
 /// The longest stream id (and aggregate id) a store accepts, in bytes of UTF-8.
 pub const MAX_STREAM_ID_BYTES: usize = 1024;
 
@@ -261,4 +240,25 @@ fn preview(text: &str) -> String {
         shown.push('…');
     }
     shown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_ids_compare_with_str_and_share_storage() {
+        let id = AggregateId::from("order-1");
+        let stream = id.stream_id();
+        assert_eq!(stream, "order-1");
+        assert_eq!(stream.to_string(), "order-1");
+        assert_eq!(format!("{stream:?}"), "StreamId(\"order-1\")");
+    }
+
+    #[test]
+    fn uuid_ids_serialize_as_plain_strings() {
+        let a = EventId::new();
+        assert_ne!(a, EventId::new());
+        assert_eq!(serde_json::to_string(&a).ok(), Some(format!("\"{a}\"")));
+    }
 }

@@ -38,10 +38,10 @@ mod metadata;
 mod version;
 
 pub use envelope::{EventEnvelope, NewEvent, Payload};
-pub use ids::{AggregateId, CorrelationId, EventId, MAX_STREAM_ID_BYTES, MessageId, StreamId};
 pub(crate) use ids::check_stream_id;
-pub use version::ExpectedVersion;
+pub use ids::{AggregateId, CorrelationId, EventId, MAX_STREAM_ID_BYTES, MessageId, StreamId};
 pub use metadata::MessageMetadata;
+pub use version::ExpectedVersion;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;

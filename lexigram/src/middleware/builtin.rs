@@ -9,7 +9,7 @@ use std::time::Duration;
 use tracing::Instrument;
 
 use super::{MessageKind, Middleware, Next, Request, Response};
-use crate::bus::next_backoff;
+use crate::delivery::Backoff;
 use crate::error::{Error, Result};
 use crate::message::CorrelationId;
 
@@ -159,20 +159,30 @@ pub struct RetryMiddleware {
     initial_backoff: Duration,
     multiplier: f64,
     max_backoff: Duration,
+    jitter: f64,
     retry_if: Option<RetryPredicate>,
 }
 
 impl RetryMiddleware {
     /// Up to `max_retries` retries, the first after `initial_backoff`, each next delay doubled,
-    /// capped at 30 s.
+    /// capped at 30 s, each shortened by a random 0–20 % (see [`jitter`](Self::jitter)).
     pub fn new(max_retries: u32, initial_backoff: Duration) -> Self {
         Self {
             max_retries,
             initial_backoff,
             multiplier: 2.0,
             max_backoff: Duration::from_secs(30),
+            jitter: 0.2,
             retry_if: None,
         }
+    }
+
+    /// Shortens each delay by a random fraction of up to `jitter` (0 to 1; default 0.2), so
+    /// callers that failed together do not retry together. `0` gives exact delays.
+    #[must_use]
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
     }
 
     /// Multiplies the delay by `multiplier` after each retry (at least 1; default 2).
@@ -220,6 +230,7 @@ impl fmt::Debug for RetryMiddleware {
             .field("initial_backoff", &self.initial_backoff)
             .field("multiplier", &self.multiplier)
             .field("max_backoff", &self.max_backoff)
+            .field("jitter", &self.jitter)
             .field("retry_if", &self.retry_if.is_some())
             .finish()
     }
@@ -229,7 +240,13 @@ impl Middleware for RetryMiddleware {
     async fn handle(&self, request: Request, next: Next) -> Result<Response> {
         let mut request = request;
         let mut retries = 0;
-        let mut backoff = self.initial_backoff;
+        let backoffs = Backoff::new(
+            self.initial_backoff,
+            self.multiplier,
+            self.max_backoff,
+            self.jitter,
+        );
+        let mut backoff = backoffs.first();
         loop {
             let spare = if retries < self.max_retries {
                 request.try_clone()
@@ -253,9 +270,10 @@ impl Middleware for RetryMiddleware {
                 return Err(error);
             };
             retries += 1;
-            tracing::debug!(%kind, message_type, retry = retries, ?backoff, %error, "retrying");
-            tokio::time::sleep(backoff).await;
-            backoff = next_backoff(backoff, self.multiplier, self.max_backoff);
+            let pause = backoffs.jittered(backoff);
+            tracing::debug!(%kind, message_type, retry = retries, ?pause, %error, "retrying");
+            tokio::time::sleep(pause).await;
+            backoff = backoffs.next(backoff);
             request = again;
         }
     }

@@ -69,7 +69,8 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::bus::{BoxFuture, Cloner, Endpoint, Scope};
+use crate::bus::{BoxFuture, Cloner, Endpoint};
+use crate::context::Scope;
 use crate::error::Result;
 use crate::message::MessageMetadata;
 

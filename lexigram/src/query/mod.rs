@@ -81,7 +81,8 @@ use std::sync::Arc;
 
 use cache::{ErasedCache, Lookup, QueryCache};
 
-use crate::bus::{self, BoxFuture, Call, Mode, Registry, Scope};
+use crate::bus::{self, BoxFuture, Call, Mode, Registry};
+use crate::context::Scope;
 use crate::error::{BoxError, Result};
 use crate::message::{CorrelationId, MessageId, MessageMetadata, Query};
 use crate::middleware::{MessageKind, Middleware};

@@ -63,8 +63,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::message::{EventEnvelope, NewEvent, StreamId};
 
-pub use crate::message::{ExpectedVersion, MAX_STREAM_ID_BYTES};
 pub(crate) use crate::message::check_stream_id;
+pub use crate::message::{ExpectedVersion, MAX_STREAM_ID_BYTES};
 pub use memory::InMemoryEventStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -105,7 +105,6 @@ pub(crate) fn not_a_retry(
         source: None,
     }
 }
-
 
 /// What an append wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
