@@ -23,10 +23,6 @@
 
 mod manager;
 mod memory;
-#[cfg(feature = "postgres")]
-mod postgres;
-#[cfg(feature = "sqlite")]
-mod sqlite;
 
 use std::fmt;
 use std::sync::Arc;
@@ -43,10 +39,10 @@ pub use manager::SnapshotManager;
 pub use memory::InMemorySnapshotStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub use postgres::PostgresSnapshotStore;
+pub use crate::store::postgres::snapshot::PostgresSnapshotStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite::SqliteSnapshotStore;
+pub use crate::store::sqlite::snapshot::SqliteSnapshotStore;
 
 /// An aggregate's state at one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -37,6 +37,8 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod snapshot;
+
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -53,8 +55,8 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::sql::{self, EventRow, Migration, StoredSlot, to_i64, to_u64};
-use super::{
+use crate::store::sql::{self, EventRow, Migration, StoredSlot, to_i64, to_u64};
+use crate::store::{
     AppendResult, EventStore, ExpectedVersion, Partition, StreamInfo, VersionRange, stream_hash,
 };
 use crate::error::{ConcurrencyError, Error, Result};
@@ -624,9 +626,9 @@ impl SqliteEventStore {
         let Some((first_stream, first_version)) = found else {
             return Ok(None);
         };
-        let Some((start, end)) = super::retry_span(expected, to_u64(first_version), events.len())
+        let Some((start, end)) = crate::store::retry_span(expected, to_u64(first_version), events.len())
         else {
-            return Err(super::not_a_retry(
+            return Err(crate::store::not_a_retry(
                 stream,
                 first.event_id,
                 &first_stream,
@@ -771,7 +773,7 @@ impl EventStore for SqliteEventStore {
         events: Vec<NewEvent>,
         expected: ExpectedVersion,
     ) -> Result<AppendResult> {
-        super::check_stream_id(stream)?;
+        crate::store::check_stream_id(stream)?;
         self.check_open()?;
         sql::check_batch(stream, &events)?;
         let mut metadata = Vec::with_capacity(events.len());
@@ -856,7 +858,7 @@ impl EventStore for SqliteEventStore {
 
     #[tracing::instrument(name = "lexigram.read", level = "debug", skip_all, fields(backend = "sqlite", stream = stream, from = range.from))]
     async fn read(&self, stream: &str, range: VersionRange) -> Result<Vec<EventEnvelope>> {
-        super::check_stream_id(stream)?;
+        crate::store::check_stream_id(stream)?;
         if range.is_empty() {
             self.check_open()?;
             return Ok(Vec::new());
@@ -871,7 +873,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn version(&self, stream: &str) -> Result<u64> {
-        super::check_stream_id(stream)?;
+        crate::store::check_stream_id(stream)?;
         self.check_open()?;
         let version: Option<i64> = sqlx::query_scalar(&self.db.sql.version)
             .bind(stream)
@@ -882,7 +884,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn stream_info(&self, stream: &str) -> Result<Option<StreamInfo>> {
-        super::check_stream_id(stream)?;
+        crate::store::check_stream_id(stream)?;
         self.check_open()?;
         let row: Option<(i64, i64, i64, i64, Option<i64>, Option<i64>)> =
             sqlx::query_as(&self.db.sql.info)
@@ -980,7 +982,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn delete_stream(&self, stream: &str) -> Result<bool> {
-        super::check_stream_id(stream)?;
+        crate::store::check_stream_id(stream)?;
         self.check_open()?;
         let what = format!("deleting stream `{stream}`");
         let (_guard, mut tx) = self.db.begin_write().await?;
@@ -1004,7 +1006,7 @@ impl EventStore for SqliteEventStore {
     }
 
     async fn purge(&self, stream: &str, up_to_version: u64) -> Result<u64> {
-        super::check_stream_id(stream)?;
+        crate::store::check_stream_id(stream)?;
         self.check_open()?;
         let what = format!("purging stream `{stream}`");
         let (_guard, mut tx) = self.db.begin_write().await?;

@@ -67,6 +67,8 @@
 //! # Ok(()) }
 //! ```
 
+pub(crate) mod snapshot;
+
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,8 +82,8 @@ use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow}
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::sql::{self, EventRow, Migration, StoredSlot, to_i64, to_u64};
-use super::{
+use crate::store::sql::{self, EventRow, Migration, StoredSlot, to_i64, to_u64};
+use crate::store::{
     AppendResult, EventStore, ExpectedVersion, Partition, StreamInfo, VersionRange, stream_hash,
 };
 use crate::config::Secret;
@@ -821,9 +823,9 @@ impl PostgresEventStore {
         let Some((first_stream, first_version)) = found else {
             return Ok(None);
         };
-        let Some((start, end)) = super::retry_span(expected, to_u64(first_version), events.len())
+        let Some((start, end)) = crate::store::retry_span(expected, to_u64(first_version), events.len())
         else {
-            return Err(super::not_a_retry(
+            return Err(crate::store::not_a_retry(
                 stream,
                 first.event_id,
                 &first_stream,
@@ -1109,7 +1111,7 @@ impl EventStore for PostgresEventStore {
         events: Vec<NewEvent>,
         expected: ExpectedVersion,
     ) -> Result<AppendResult> {
-        super::check_stream_id(stream)?;
+        crate::store::check_stream_id(stream)?;
         self.check_open()?;
         sql::check_batch(stream, &events)?;
         let n = events.len();
@@ -1211,7 +1213,7 @@ impl EventStore for PostgresEventStore {
 
     #[tracing::instrument(name = "lexigram.read", level = "debug", skip_all, fields(backend = "postgres", stream = stream, from = range.from))]
     async fn read(&self, stream: &str, range: VersionRange) -> Result<Vec<EventEnvelope>> {
-        super::check_stream_id(stream)?;
+        crate::store::check_stream_id(stream)?;
         if range.is_empty() {
             self.check_open()?;
             return Ok(Vec::new());
@@ -1226,13 +1228,13 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn version(&self, stream: &str) -> Result<u64> {
-        super::check_stream_id(stream)?;
+        crate::store::check_stream_id(stream)?;
         self.check_open()?;
         self.current_version(stream).await
     }
 
     async fn stream_info(&self, stream: &str) -> Result<Option<StreamInfo>> {
-        super::check_stream_id(stream)?;
+        crate::store::check_stream_id(stream)?;
         self.check_open()?;
         #[allow(clippy::type_complexity)]
         let row: Option<(i64, PgTime, PgTime, i64, Option<i64>, Option<i64>)> =
@@ -1337,7 +1339,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn delete_stream(&self, stream: &str) -> Result<bool> {
-        super::check_stream_id(stream)?;
+        crate::store::check_stream_id(stream)?;
         self.check_open()?;
         let what = format!("deleting stream `{stream}`");
         let mut tx = self
@@ -1371,7 +1373,7 @@ impl EventStore for PostgresEventStore {
     }
 
     async fn purge(&self, stream: &str, up_to_version: u64) -> Result<u64> {
-        super::check_stream_id(stream)?;
+        crate::store::check_stream_id(stream)?;
         self.check_open()?;
         let removed = sqlx::query(&self.db.names.purge)
             .bind(stream)
