@@ -74,7 +74,11 @@
 
 mod config;
 mod dead_letter;
+mod dispatch;
 mod handler;
+mod hooks;
+mod routes;
+mod worker;
 
 pub use crate::delivery::{HandlerPanicked, HandlerTimedOut};
 pub use config::EventBusConfig;
@@ -82,11 +86,11 @@ pub use dead_letter::{DeadLetter, DeadLetterId};
 pub use handler::{
     EnvelopeHandler, EventContext, EventHandler, HandlerSkipped, SubscribeOptions, SubscriptionId,
 };
+pub use hooks::HandlerReport;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -94,502 +98,23 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use handler::{ErasedEventHandler, Typed, Untyped};
 
-use crate::context::{self, Parent, in_scope};
-use crate::delivery::{DeadLetters, Delivery, GaveUp, Retry, RetryPolicy};
-use crate::error::{BoxError, Error, Result};
+use crate::context;
+use crate::delivery::Delivery;
+use crate::error::{Error, Result};
 use crate::message::{Event, EventEnvelope, NewEvent, StreamId};
 use crate::repository::EventPublisher;
-use dead_letter::{DeadLetterQueue, Undelivered};
-
-/// One handler's outcome on one event, given to the [`on_handled`](EventBus::on_handled)
-/// and [`on_failed`](EventBus::on_failed) hooks.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct HandlerReport<'a> {
-    /// The event.
-    pub envelope: &'a EventEnvelope,
-    /// The handler's name.
-    pub handler: &'a str,
-    /// How many attempts were made.
-    pub attempts: u32,
-    /// From the first attempt to the outcome, retries included.
-    pub elapsed: Duration,
-    /// The last error, for a failure.
-    pub error: Option<&'a (dyn std::error::Error + Send + Sync + 'static)>,
-}
-
-type PublishedHook = Arc<dyn Fn(&EventEnvelope) + Send + Sync>;
-type ReportHook = Arc<dyn Fn(&HandlerReport<'_>) + Send + Sync>;
-
-#[derive(Clone, Default)]
-struct Hooks {
-    published: Vec<PublishedHook>,
-    handled: Vec<ReportHook>,
-    failed: Vec<ReportHook>,
-}
-
-/// Calls a hook; a panicking hook is logged, never fatal.
-fn call_hook(name: &str, hook: impl FnOnce()) {
-    if std::panic::catch_unwind(AssertUnwindSafe(hook)).is_err() {
-        tracing::error!(
-            hook = name,
-            "an event bus hook panicked; the bus keeps running"
-        );
-    }
-}
-
-struct Subscriber {
-    id: SubscriptionId,
-    name: Arc<str>,
-    priority: i32,
-    handler: Box<dyn ErasedEventHandler>,
-}
-
-type Handlers = Arc<[Arc<Subscriber>]>;
-
-/// What the dispatch path reads: handlers per event type (already merged and ordered) and
-/// hooks. Replaced as a whole on every change.
-struct Routes {
-    by_type: HashMap<Arc<str>, Handlers>,
-    all: Handlers,
-    hooks: Hooks,
-}
-
-impl Routes {
-    fn handlers_for(&self, event_type: &str) -> &Handlers {
-        self.by_type.get(event_type).unwrap_or(&self.all)
-    }
-}
-
-#[derive(Default)]
-struct Subscriptions {
-    by_type: HashMap<Arc<str>, Vec<Arc<Subscriber>>>,
-    all: Vec<Arc<Subscriber>>,
-    hooks: Hooks,
-    next_id: u64,
-}
-
-fn ordered(subscribers: &[Arc<Subscriber>]) -> Vec<Arc<Subscriber>> {
-    let mut list = subscribers.to_vec();
-    list.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.id.cmp(&b.id)));
-    list
-}
-
-impl Subscriptions {
-    fn routes(&self) -> Routes {
-        let all = ordered(&self.all);
-        let by_type = self
-            .by_type
-            .iter()
-            .map(|(event_type, subscribers)| {
-                let mut list = all.clone();
-                list.extend(ordered(subscribers));
-                (Arc::clone(event_type), Handlers::from(list))
-            })
-            .collect();
-        Routes {
-            by_type,
-            all: Handlers::from(all),
-            hooks: self.hooks.clone(),
-        }
-    }
-
-    fn find(&self, id: SubscriptionId) -> Option<Arc<Subscriber>> {
-        self.all
-            .iter()
-            .chain(self.by_type.values().flatten())
-            .find(|s| s.id == id)
-            .cloned()
-    }
-}
-
-/// The state the background tasks share with the bus.
-struct Shared {
-    config: EventBusConfig,
-    routes: RwLock<Arc<Routes>>,
-    subscriptions: Mutex<Subscriptions>,
-    /// Permits, timeout and panic isolation for every handler call.
-    delivery: Delivery,
-    /// Attempts and waits between them.
-    retry: RetryPolicy,
-    /// Events accepted by `publish` and not yet handled.
-    pending: AtomicU64,
-    idle: Notify,
-    closed: AtomicBool,
-    /// `shutdown` stopped waiting for the accepted events: workers stop at once.
-    stopped: AtomicBool,
-    dead_letters: DeadLetterQueue,
-    live_tasks: AtomicUsize,
-    /// The queue of each event type that has a worker.
-    lanes: RwLock<HashMap<Arc<str>, Arc<Lane>>>,
-    /// The workers' tasks. A worker that ends reaps those that ended before it, so the set
-    /// holds at most a few ended tasks (whose memory it keeps until reaped).
-    tasks: Mutex<JoinSet<()>>,
-}
-
-/// A failure after the last attempt.
-struct Failure {
-    attempts: u32,
-    error: BoxError,
-}
-
-impl Shared {
-    fn routes(&self) -> Arc<Routes> {
-        Arc::clone(&self.routes.read())
-    }
-
-    fn change<R>(&self, change: impl FnOnce(&mut Subscriptions) -> R) -> R {
-        let mut subscriptions = self.subscriptions.lock();
-        let result = change(&mut subscriptions);
-        *self.routes.write() = Arc::new(subscriptions.routes());
-        result
-    }
-
-    /// `n` accepted events are done (handled, or dropped). Saturates: a task stuck past
-    /// `shutdown` may finish after the count was reset.
-    fn finish(&self, n: u64) {
-        let before = self
-            .pending
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
-                Some(p.saturating_sub(n))
-            })
-            .unwrap_or(0);
-        if before > 0 && before <= n {
-            self.idle.notify_waiters();
-        }
-    }
-
-    /// Hands one event to its handlers.
-    async fn deliver(&self, envelope: &Arc<EventEnvelope>) {
-        let routes = self.routes();
-        let handlers = routes.handlers_for(&envelope.event_type);
-        let span = tracing::debug_span!(
-            "lexigram.event",
-            event_type = %envelope.event_type,
-            stream_id = %envelope.stream_id,
-            stream_version = envelope.stream_version,
-            global_position = envelope.global_position,
-        );
-        async {
-            match &handlers[..] {
-                [] => {}
-                [only] => {
-                    let _ = self.run_handler(only, envelope, &routes.hooks).await;
-                }
-                many if self.config.parallel_dispatch => {
-                    futures_util::future::join_all(
-                        many.iter()
-                            .map(|sub| self.run_handler(sub, envelope, &routes.hooks)),
-                    )
-                    .await;
-                }
-                many => {
-                    let mut failed: Option<&Arc<str>> = None;
-                    for sub in many {
-                        if let Some(failed) = failed {
-                            let error: BoxError = Box::new(HandlerSkipped {
-                                failed: Arc::clone(failed),
-                            });
-                            self.give_up(sub, envelope, &routes.hooks, 0, Duration::ZERO, &error);
-                            continue;
-                        }
-                        let outcome = self.run_handler(sub, envelope, &routes.hooks).await;
-                        if outcome.is_err() && !self.config.continue_on_error {
-                            failed = Some(&sub.name);
-                        }
-                    }
-                }
-            }
-        }
-        .instrument(span)
-        .await;
-    }
-
-    /// Calls one handler under the bus's delivery policy (permit, timeout, panics caught,
-    /// retries with jittered backoff) until it succeeds or gives up; then reports, and
-    /// dead-letters a failure.
-    async fn run_handler(
-        &self,
-        sub: &Arc<Subscriber>,
-        envelope: &Arc<EventEnvelope>,
-        hooks: &Hooks,
-    ) -> std::result::Result<(), Failure> {
-        let timed = !hooks.handled.is_empty() || !hooks.failed.is_empty();
-        let started = timed.then(tokio::time::Instant::now);
-        let elapsed = || started.map_or(Duration::ZERO, |s| s.elapsed());
-        let call = |attempt| {
-            let ctx = EventContext {
-                envelope: Arc::clone(envelope),
-                handler: Arc::clone(&sub.name),
-                attempt,
-            };
-            // The handler is called inside the guarded future, not before it: a handler that
-            // panics before returning its future is caught like one that panics while running,
-            // and its synchronous part runs in the event's scope too.
-            in_scope(Parent::Event(Arc::clone(envelope)), async move {
-                sub.handler.call(ctx).await
-            })
-        };
-        // An event that does not decode will not decode on a retry either.
-        let retry = |error: &BoxError| {
-            if error.is::<crate::error::EventLoadError>() {
-                Retry::Never
-            } else {
-                Retry::WhileAttemptsRemain
-            }
-        };
-        let delivered = self.delivery.run(&self.retry, &sub.name, call, retry).await;
-        match delivered.result {
-            Ok(()) => {
-                if !hooks.handled.is_empty() {
-                    let report = HandlerReport {
-                        envelope,
-                        handler: &sub.name,
-                        attempts: delivered.attempts,
-                        elapsed: elapsed(),
-                        error: None,
-                    };
-                    for hook in &hooks.handled {
-                        call_hook("on_handled", || hook(&report));
-                    }
-                }
-                Ok(())
-            }
-            Err(error) => {
-                self.give_up(sub, envelope, hooks, delivered.attempts, elapsed(), &error);
-                Err(Failure {
-                    attempts: delivered.attempts,
-                    error,
-                })
-            }
-        }
-    }
-
-    /// Reports a handler's final failure and dead-letters the event for it.
-    fn give_up(
-        &self,
-        sub: &Subscriber,
-        envelope: &Arc<EventEnvelope>,
-        hooks: &Hooks,
-        attempts: u32,
-        elapsed: Duration,
-        error: &BoxError,
-    ) {
-        tracing::warn!(
-            handler = %sub.name,
-            event_type = %envelope.event_type,
-            stream_id = %envelope.stream_id,
-            global_position = envelope.global_position,
-            attempts,
-            %error,
-            dead_lettered = self.config.enable_dead_letter,
-            "event handler failed"
-        );
-        let report = HandlerReport {
-            envelope,
-            handler: &sub.name,
-            attempts,
-            elapsed,
-            error: Some(&**error),
-        };
-        for hook in &hooks.failed {
-            call_hook("on_failed", || hook(&report));
-        }
-        if self.config.enable_dead_letter {
-            self.dead_letters.dead_letter(GaveUp {
-                message: &Undelivered {
-                    envelope: Arc::clone(envelope),
-                    subscription: sub.id,
-                },
-                handler: &sub.name,
-                attempts,
-                error,
-            });
-        }
-    }
-}
-
-/// The queue of one event type, shared by its publishers and its worker.
-struct Lane {
-    event_type: Arc<str>,
-    state: Mutex<LaneState>,
-    /// Free places in the queue: `publish` takes one (waiting while there is none) and the
-    /// worker gives it back when it takes the event out. Never closed.
-    room: Semaphore,
-    /// Wakes the worker when an event arrives in its empty queue, or when the lane is retired.
-    wake: Notify,
-}
-
-struct LaneState {
-    events: VecDeque<Arc<EventEnvelope>>,
-    /// The lane is out of the bus's map (its worker ended or is ending, or the bus stopped):
-    /// publishers must not queue into it, and look the lane up again.
-    retired: bool,
-}
-
-impl Lane {
-    fn new(event_type: Arc<str>, capacity: usize) -> Self {
-        Self {
-            event_type,
-            state: Mutex::new(LaneState {
-                events: VecDeque::new(),
-                retired: false,
-            }),
-            room: Semaphore::new(capacity),
-            wake: Notify::new(),
-        }
-    }
-}
-
-/// The background task of one event type: handles its lane's events in order. Counted in
-/// `live_tasks` while it lives.
-///
-/// It ends when its queue has been empty for `worker_idle_timeout`, after taking its lane out
-/// of the bus under the map's lock: a publisher either queued before that (and the worker
-/// keeps going) or finds the lane retired and opens a new one, whose events all come after
-/// this lane's. It also ends when the bus is dropped (once its queue is empty) or stopped.
-struct Worker {
-    shared: Arc<Shared>,
-    lane: Arc<Lane>,
-    /// An event is being handled (it is counted in `pending`).
-    in_flight: bool,
-}
-
-impl Worker {
-    fn new(shared: &Arc<Shared>, lane: &Arc<Lane>) -> Self {
-        shared.live_tasks.fetch_add(1, Ordering::SeqCst);
-        Self {
-            shared: Arc::clone(shared),
-            lane: Arc::clone(lane),
-            in_flight: false,
-        }
-    }
-
-    async fn run(mut self) {
-        let idle = self.shared.config.worker_idle_timeout;
-        // When the queue was last found empty after handling an event.
-        let mut idle_since = Instant::now();
-        let mut busy = false;
-        // One timer for the worker's life, moved only when it fires early: handling events
-        // costs no timer operations. `None`: the idle timeout is too long for the clock.
-        let mut timer = idle_since
-            .checked_add(idle)
-            .map(|due| Box::pin(tokio::time::sleep_until(due)));
-        loop {
-            // After `shutdown` gave up waiting, a task stuck in blocking code goes no further.
-            if self.shared.stopped.load(Ordering::Acquire) {
-                return;
-            }
-            let next = {
-                let mut state = self.lane.state.lock();
-                match state.events.pop_front() {
-                    Some(envelope) => Some(envelope),
-                    None if state.retired => return,
-                    None => None,
-                }
-            };
-            if let Some(envelope) = next {
-                self.lane.room.add_permits(1);
-                self.in_flight = true;
-                self.shared.deliver(&envelope).await;
-                self.in_flight = false;
-                self.shared.finish(1);
-                busy = true;
-                continue;
-            }
-            if std::mem::take(&mut busy) {
-                idle_since = Instant::now();
-            }
-            let Some(timer) = timer.as_mut() else {
-                self.lane.wake.notified().await;
-                continue;
-            };
-            tokio::select! {
-                biased;
-                () = self.lane.wake.notified() => {}
-                () = timer.as_mut() => {
-                    match idle_since.checked_add(idle) {
-                        Some(due) if due > Instant::now() => timer.as_mut().reset(due),
-                        _ => {
-                            if self.retire_if_idle() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Takes the lane out of the bus if its queue is still empty.
-    fn retire_if_idle(&self) -> bool {
-        let mut lanes = self.shared.lanes.write();
-        let mut state = self.lane.state.lock();
-        if !state.events.is_empty() {
-            return false;
-        }
-        state.retired = true;
-        if lanes
-            .get(&self.lane.event_type)
-            .is_some_and(|lane| Arc::ptr_eq(lane, &self.lane))
-        {
-            lanes.remove(&self.lane.event_type);
-        }
-        true
-    }
-}
-
-impl Drop for Worker {
-    /// A worker ends with its lane retired and empty. If it ends otherwise (aborted by
-    /// `shutdown`, or a panic outside the handlers, which are guarded), its lane leaves the
-    /// bus so the next event of its type starts a new worker, and the events it will not
-    /// handle are no longer counted, so `drain` still returns.
-    fn drop(&mut self) {
-        let clean = {
-            let state = self.lane.state.lock();
-            state.retired && state.events.is_empty()
-        };
-        let mut lost = u64::from(self.in_flight);
-        if !clean {
-            let mut lanes = self.shared.lanes.write();
-            let mut state = self.lane.state.lock();
-            if !state.retired {
-                state.retired = true;
-                if lanes
-                    .get(&self.lane.event_type)
-                    .is_some_and(|lane| Arc::ptr_eq(lane, &self.lane))
-                {
-                    lanes.remove(&self.lane.event_type);
-                }
-            }
-            lost += state.events.len() as u64;
-            state.events.clear();
-        }
-        if lost > 0 {
-            if !self.shared.closed.load(Ordering::Acquire) {
-                tracing::error!(
-                    event_type = %self.lane.event_type,
-                    lost,
-                    "an event bus worker ended unexpectedly; its unhandled events are dropped and the next event of its type starts a new worker"
-                );
-            }
-            self.shared.finish(lost);
-        }
-        self.shared.live_tasks.fetch_sub(1, Ordering::SeqCst);
-        // `try_lock`: this may run inside `spawn_on` (a runtime shutting down drops the new
-        // task at once), which holds the lock; the next worker to end reaps instead.
-        if let Some(mut tasks) = self.shared.tasks.try_lock() {
-            while tasks.try_join_next().is_some() {}
-        }
-    }
-}
+use dead_letter::DeadLetterQueue;
+use dispatch::Shared;
+use hooks::publish_hooks;
+use routes::{Subscriber, Subscriptions};
+use worker::{Lane, Worker, join_until, within};
 
 struct Inner {
     shared: Arc<Shared>,
@@ -605,32 +130,6 @@ impl Drop for Inner {
             lane.wake.notify_one();
         }
     }
-}
-
-/// Runs `future` until `until` (`None`: no deadline); `None` if the deadline came first.
-async fn within<F: std::future::Future>(until: Option<Instant>, future: F) -> Option<F::Output> {
-    match until {
-        Some(until) => tokio::time::timeout_at(until, future).await.ok(),
-        None => Some(future.await),
-    }
-}
-
-/// Scheduler turns an aborted task gets past the deadline to end.
-const ABORT_TURNS: usize = 8;
-
-/// Waits for the (aborted) tasks until `until`. An aborted task ends when it is next
-/// scheduled, which takes no time unless it is stuck in blocking code, so past the deadline
-/// each still gets a few scheduler turns (no timer). Returns how many are still running.
-async fn join_until(tasks: &mut JoinSet<()>, until: Option<Instant>) -> usize {
-    let _ = within(until, async { while tasks.join_next().await.is_some() {} }).await;
-    for _ in 0..ABORT_TURNS {
-        while tasks.try_join_next().is_some() {}
-        if tasks.is_empty() {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
-    tasks.len()
 }
 
 /// The in-process event bus. Cheap to clone; clones share everything. See the
@@ -1073,12 +572,6 @@ impl EventBus {
                 attempts: failure.attempts,
                 source: failure.error,
             })
-    }
-}
-
-fn publish_hooks(hooks: &Hooks, envelope: &EventEnvelope) {
-    for hook in &hooks.published {
-        call_hook("on_published", || hook(envelope));
     }
 }
 
