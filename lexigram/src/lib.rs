@@ -85,6 +85,10 @@
 #[allow(unused_extern_crates)]
 extern crate self as lexigram;
 
+/// A boxed, sendable future: the one allocation of a dispatch.
+pub(crate) type BoxFuture<'a, T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
 pub mod aggregate;
 mod bus;
 pub mod command;

@@ -7,20 +7,17 @@
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::Location;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
 
+use crate::BoxFuture;
 use crate::context::{Parent, Scope, in_scope};
 use crate::error::{BoxError, Error, Result};
-use crate::middleware::{DynMiddleware, MessageKind, Next, Request, Response};
-
-/// A boxed, sendable future: the one allocation of a dispatch.
-pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub(crate) use crate::middleware::Cloner;
+use crate::middleware::{DynMiddleware, Endpoint, MessageKind, Next, Request, Response};
 
 /// Hashes a `TypeId` (already a hash) without SipHash.
 #[derive(Default)]
@@ -50,18 +47,6 @@ type TypeMap<V> = HashMap<TypeId, V, BuildHasherDefault<TypeIdHasher>>;
 /// Calls a typed handler. Implemented by each bus's adapters over its public handler trait.
 pub(crate) trait Call<I, O>: Send + Sync + 'static {
     fn call(&self, input: I, scope: Arc<Scope>) -> BoxFuture<'_, Result<O, BoxError>>;
-}
-
-/// Clones a message behind `dyn Any`, for middleware that runs a message more than once.
-pub(crate) type Cloner = fn(&(dyn Any + Send)) -> Option<Box<dyn Any + Send>>;
-
-/// Clones a `T` behind `dyn Any`.
-pub(crate) fn cloner<T: Clone + Send + 'static>() -> Cloner {
-    |value| {
-        value
-            .downcast_ref::<T>()
-            .map(|v| Box::new(v.clone()) as Box<dyn Any + Send>)
-    }
 }
 
 /// Who handles a message type: the handler's name and where it was registered.
@@ -115,11 +100,6 @@ impl<I: Send + 'static, O: Send + 'static> Entry<I, O> {
             },
         }
     }
-}
-
-/// The innermost step of a middleware chain: the handler itself.
-pub(crate) trait Endpoint: Send + Sync + 'static {
-    fn invoke_erased(&self, request: Request) -> BoxFuture<'_, Result<Response>>;
 }
 
 impl<I: Send + 'static, O: Send + 'static> Endpoint for Entry<I, O> {

@@ -57,10 +57,12 @@ use std::marker::PhantomData;
 use std::panic::Location;
 use std::sync::Arc;
 
-use crate::bus::{self, BoxFuture, Call, Mode, Registry};
+use crate::BoxFuture;
+use crate::bus::{Call, Mode, Registry};
 use crate::context::Scope;
 use crate::error::{BoxError, Result};
 use crate::message::{Command, CorrelationId, MessageId, MessageMetadata};
+use crate::middleware::cloner;
 use crate::middleware::{MessageKind, Middleware};
 
 /// What a command handler knows about the command it handles.
@@ -245,7 +247,7 @@ impl CommandBus {
     ///
     /// [`Request::try_clone`]: crate::middleware::Request::try_clone
     pub fn cloneable<C: Command + Clone>(&self) {
-        self.registry.set_cloner::<C>(bus::cloner::<C>());
+        self.registry.set_cloner::<C>(cloner::<C>());
     }
 
     /// Adds a middleware inside those added before (the first added runs outermost).

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::bus::BoxFuture;
+use crate::BoxFuture;
 use crate::error::{BoxError, EventLoadError};
 use crate::message::{CorrelationId, Event, EventEnvelope, EventId, MessageMetadata, StreamId};
 

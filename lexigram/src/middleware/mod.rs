@@ -69,7 +69,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::bus::{BoxFuture, Cloner, Endpoint};
+use crate::BoxFuture;
 use crate::context::Scope;
 use crate::error::Result;
 use crate::message::MessageMetadata;
@@ -325,4 +325,21 @@ impl fmt::Debug for Response {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Response").finish_non_exhaustive()
     }
+}
+
+/// Clones a message behind `dyn Any`, for middleware that runs a message more than once.
+pub(crate) type Cloner = fn(&(dyn Any + Send)) -> Option<Box<dyn Any + Send>>;
+
+/// Clones a `T` behind `dyn Any`.
+pub(crate) fn cloner<T: Clone + Send + 'static>() -> Cloner {
+    |value| {
+        value
+            .downcast_ref::<T>()
+            .map(|v| Box::new(v.clone()) as Box<dyn Any + Send>)
+    }
+}
+
+/// The innermost step of a middleware chain: the handler itself.
+pub(crate) trait Endpoint: Send + Sync + 'static {
+    fn invoke_erased(&self, request: Request) -> BoxFuture<'_, Result<Response>>;
 }

@@ -81,10 +81,12 @@ use std::sync::Arc;
 
 use cache::{ErasedCache, Lookup, QueryCache};
 
-use crate::bus::{self, BoxFuture, Call, Mode, Registry};
+use crate::BoxFuture;
+use crate::bus::{Call, Mode, Registry};
 use crate::context::Scope;
 use crate::error::{BoxError, Result};
 use crate::message::{CorrelationId, MessageId, MessageMetadata, Query};
+use crate::middleware::cloner;
 use crate::middleware::{MessageKind, Middleware};
 
 /// What a query handler knows about the query it handles.
@@ -341,7 +343,7 @@ impl QueryBus {
     /// Lets middleware clone queries of type `Q` (needed by
     /// [`RetryMiddleware`](crate::middleware::RetryMiddleware)).
     pub fn cloneable<Q: Query + Clone>(&self) {
-        self.registry.set_cloner::<Q>(bus::cloner::<Q>());
+        self.registry.set_cloner::<Q>(cloner::<Q>());
     }
 
     /// Adds a middleware inside those added before (the first added runs outermost).
