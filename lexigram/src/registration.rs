@@ -3,22 +3,10 @@
 
 use crate::aggregate::Aggregate;
 use crate::message::{Command, Event, Query};
-use crate::schema::EventType;
+use crate::error::{BootstrapReport, Problem, SchemaError};
+use crate::schema::{EventType, SchemaRegistry};
 
-/// Where something was declared, for error messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Location {
-    /// The source file.
-    pub file: &'static str,
-    /// The line.
-    pub line: u32,
-}
-
-impl std::fmt::Display for Location {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file, self.line)
-    }
-}
+pub use crate::error::Location;
 
 /// An event type registered by `#[derive(Event)]`.
 #[derive(Debug)]
@@ -136,4 +124,50 @@ pub fn messages() -> impl Iterator<Item = &'static MessageRegistration> {
 /// Every aggregate registered in the linked program.
 pub fn aggregates() -> impl Iterator<Item = &'static AggregateRegistration> {
     inventory::iter::<AggregateRegistration>.into_iter()
+}
+
+/// A schema registry holding every event type `#[derive(Event)]` registered in the linked
+/// program: what an app's stores read with. Two types under one name are a
+/// [`BootstrapReport`] naming both declarations.
+///
+/// ```
+/// let schema = lexigram::registration::discovered_schema()?;
+/// # let _ = schema;
+/// # Ok::<(), lexigram::error::BootstrapReport>(())
+/// ```
+pub fn discovered_schema() -> Result<SchemaRegistry, BootstrapReport> {
+    let mut problems = Vec::new();
+    let schema = discover_schema(&mut problems);
+    if problems.is_empty() {
+        Ok(schema)
+    } else {
+        Err(BootstrapReport::new(problems))
+    }
+}
+
+/// The registry of every registered event type; each clash goes to `problems` with both
+/// declarations (the one copy of discovery: the app's bootstrap and
+/// [`discovered_schema`] use it).
+pub(crate) fn discover_schema(problems: &mut Vec<Problem>) -> SchemaRegistry {
+    let mut schema = SchemaRegistry::new();
+    let mut first_location: std::collections::BTreeMap<&'static str, Location> =
+        std::collections::BTreeMap::new();
+    for registration in events() {
+        let event = registration.event_type();
+        match schema.register_type(event) {
+            Ok(_) => {
+                first_location.insert(event.name, registration.location);
+            }
+            Err(err @ SchemaError::DuplicateEventName { .. }) => {
+                let mut problem = Problem::new(err.to_string());
+                if let Some(first) = first_location.get(event.name) {
+                    problem = problem.at(*first, "first declared here");
+                }
+                problems.push(problem.at(registration.location, event.rust_type));
+            }
+            Err(err) => problems
+                .push(Problem::new(err.to_string()).at(registration.location, event.rust_type)),
+        }
+    }
+    schema
 }

@@ -1,7 +1,6 @@
 //! Registrations made with the macros in this crate are discovered by lexigram at run time.
 
 use lexigram::prelude::*;
-use lexigram::schema::SchemaRegistry;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Event)]
@@ -25,7 +24,7 @@ impl Order {
 
 #[test]
 fn events_declared_in_another_crate_are_discovered() -> Result<(), lexigram::Error> {
-    let schema = SchemaRegistry::discovered()?;
+    let schema = lexigram::registration::discovered_schema()?;
     let placed = schema.event_type("shop.OrderPlaced").copied();
     assert_eq!(
         placed.map(|e| (e.version, e.kind)),

@@ -15,7 +15,7 @@ use crate::config::{EventsConfig, StoreConfig};
 use crate::error::{Result, SchemaError};
 use crate::event::EventBus;
 use crate::query::QueryBus;
-use crate::registration::{self, Location};
+use crate::registration;
 use crate::repository::EventPublisher;
 use crate::schema::SchemaRegistry;
 use crate::snapshot::{InMemorySnapshotStore, SnapshotManager, SnapshotPolicy, SnapshotStore};
@@ -191,7 +191,7 @@ impl Module for EventsModule {
                 .into_iter()
                 .map(|p| Problem::new(format!("invalid events configuration: {p}"))),
         );
-        let mut schema = discover_schema(problems);
+        let mut schema = registration::discover_schema(problems);
         for setup in &self.schema {
             if let Err(err) = setup(&mut schema) {
                 problems.push(Problem::new(format!("invalid schema setup: {err}")));
@@ -389,31 +389,6 @@ fn wire_handlers(
         }
     }
     manual(&mut wiring);
-}
-
-/// Every event type registered with `#[derive(Event)]`; a name registered twice is reported
-/// with both locations.
-fn discover_schema(problems: &mut Vec<Problem>) -> SchemaRegistry {
-    let mut schema = SchemaRegistry::new();
-    let mut first_location: BTreeMap<&'static str, Location> = BTreeMap::new();
-    for registration in registration::events() {
-        let event = registration.event_type();
-        match schema.register_type(event) {
-            Ok(_) => {
-                first_location.insert(event.name, registration.location);
-            }
-            Err(err @ SchemaError::DuplicateEventName { .. }) => {
-                let mut problem = Problem::new(err.to_string());
-                if let Some(first) = first_location.get(event.name) {
-                    problem = problem.at(*first, "first declared here");
-                }
-                problems.push(problem.at(registration.location, event.rust_type));
-            }
-            Err(err) => problems
-                .push(Problem::new(err.to_string()).at(registration.location, event.rust_type)),
-        }
-    }
-    schema
 }
 
 /// Two aggregates registered under one name.

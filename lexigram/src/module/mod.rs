@@ -7,13 +7,12 @@
 mod app;
 mod container;
 mod events;
-mod problems;
 mod wiring;
 
 pub use app::{App, AppBuilder, ComponentHealth, HealthReport, HealthStatus, Module};
 pub use container::{Container, Dep};
 pub use events::{EventsModule, HandlerScope};
-pub use problems::{BootstrapReport, Problem};
+pub use crate::error::{BootstrapReport, Problem};
 pub use wiring::{
     FromContainer, HandlerContext, HandlerKind, HandlerParam, HandlerRegistration, HandlerSite,
     Injected, Missing, Stores, Wiring, handlers, inject_field,

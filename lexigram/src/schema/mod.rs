@@ -175,16 +175,6 @@ impl SchemaRegistry {
         Self::default()
     }
 
-    /// A registry holding every event type registered with `#[derive(Event)]` in the linked
-    /// program. Fails if two types share a name (the error names both).
-    pub fn discovered() -> Result<Self, SchemaError> {
-        let mut registry = Self::new();
-        for registration in crate::registration::events() {
-            registry.register_type(registration.event_type())?;
-        }
-        Ok(registry)
-    }
-
     /// Registers `E` under its name and version. Registering the same type twice is a no-op;
     /// another type under the same name is an error.
     pub fn register<E: Event>(&mut self) -> Result<&mut Self, SchemaError> {

@@ -60,6 +60,6 @@ fn main() {
     let mut root = AggregateRoot::<Account>::new("a-1");
     assert!(root.record(Deposited { amount: 0 }).is_err());
     assert!(root.record(Deposited { amount: 5 }).is_ok());
-    let schema = lexigram::schema::SchemaRegistry::discovered().ok();
+    let schema = lexigram::registration::discovered_schema().ok();
     assert_eq!(schema.and_then(|s| s.event_type("bank.Opened").map(|e| e.version)), Some(2));
 }

@@ -25,6 +25,10 @@
 //! );
 //! ```
 
+mod bootstrap;
+
+pub use bootstrap::{BootstrapReport, Location, Problem};
+
 use std::sync::Arc;
 
 use crate::message::ExpectedVersion;
@@ -233,7 +237,7 @@ pub enum Error {
 
     /// Building the app found problems in its wiring. Every problem is listed, sorted.
     #[error(transparent)]
-    Bootstrap(#[from] crate::module::BootstrapReport),
+    Bootstrap(#[from] BootstrapReport),
 
     /// The configuration is invalid. Every problem is listed.
     #[error("invalid lexigram configuration:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
