@@ -1,6 +1,7 @@
 //! `EventsModule` on the durable backends: the configured store is opened, used by
 //! repositories, survives a restart, answers health checks, and a bad one is reported.
 
+#![cfg(any(feature = "sqlite", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;

@@ -41,7 +41,14 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The error type of every public lexigram API.
-#[derive(Debug, thiserror::Error)]
+///
+/// `Display` is one sentence (a bootstrap failure: the whole report); the underlying error,
+/// when there is one, is the [`source`](std::error::Error::source), never repeated in the
+/// message, so anyhow, eyre and `tracing` print each cause once. `Debug` prints the message
+/// and its chain of causes, so `fn main() -> Result<(), lexigram::Error>` shows a bootstrap
+/// report with its `file:line`s rather than a struct dump. Match on the variant for its
+/// fields.
+#[derive(thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// An append found the stream at another version than expected. Nothing was written.
@@ -65,13 +72,6 @@ pub enum Error {
         aggregate_type: &'static str,
         /// The id that was looked up.
         id: String,
-    },
-
-    /// A stream was required to exist but does not.
-    #[error("stream `{stream}` not found")]
-    StreamNotFound {
-        /// The stream that was looked up.
-        stream: StreamId,
     },
 
     /// Recording an event would break an invariant of the aggregate. Nothing was applied.
@@ -132,7 +132,7 @@ pub enum Error {
     },
 
     /// A value could not be serialized or deserialized.
-    #[error("could not serialize or deserialize {what}: {source}")]
+    #[error("could not serialize or deserialize {what}")]
     Serialization {
         /// What was being (de)serialized.
         what: String,
@@ -166,7 +166,7 @@ pub enum Error {
     },
 
     /// A command handler failed. The handler's own error is the source (downcast it).
-    #[error("command `{command_type}` failed in handler `{handler}`: {source}")]
+    #[error("command `{command_type}` failed in handler `{handler}`")]
     CommandExecution {
         /// The command's type name.
         command_type: &'static str,
@@ -178,7 +178,7 @@ pub enum Error {
     },
 
     /// A query handler failed. The handler's own error is the source (downcast it).
-    #[error("query `{query_type}` failed in handler `{handler}`: {source}")]
+    #[error("query `{query_type}` failed in handler `{handler}`")]
     QueryExecution {
         /// The query's type name.
         query_type: &'static str,
@@ -198,46 +198,25 @@ pub enum Error {
         reason: String,
     },
 
-    /// A projection failed while applying an event.
-    #[error("projection `{projection}` failed at global position {position}: {source}")]
-    ProjectionBuild {
-        /// The projection's name.
-        projection: String,
-        /// The position of the event being applied.
-        position: u64,
-        /// The projection's error.
-        #[source]
-        source: BoxError,
-    },
-
-    /// No projection is registered under a name.
-    #[error("no projection named `{name}` is registered")]
-    ProjectionNotFound {
-        /// The requested name.
-        name: String,
-    },
-
-    /// A signature or credential check failed.
-    #[error("security check failed: {reason}")]
-    Security {
-        /// What failed (never the secret itself).
-        reason: String,
-    },
-
-    /// A webhook could not be delivered.
-    #[error("webhook delivery to `{endpoint}` failed after {attempts} attempt(s): {reason}")]
-    WebhookDelivery {
-        /// The endpoint URL (without credentials).
-        endpoint: String,
-        /// How many attempts were made.
-        attempts: u32,
-        /// The last failure.
-        reason: String,
-    },
-
     /// Building the app found problems in its wiring. Every problem is listed, sorted.
     #[error(transparent)]
     Bootstrap(#[from] BootstrapReport),
+
+    /// A call got an argument it cannot use (a partition index past the total, ...).
+    #[error("invalid argument: {reason}")]
+    InvalidArgument {
+        /// What is wrong, and what would be right.
+        reason: String,
+    },
+
+    /// A snapshot was asked of a repository that has no snapshot store.
+    #[error(
+        "cannot snapshot aggregate `{aggregate_type}`: the repository has no snapshot store; add one with `Repository::with_snapshots`, or set `snapshots` in the configuration"
+    )]
+    SnapshotsDisabled {
+        /// The aggregate type name.
+        aggregate_type: &'static str,
+    },
 
     /// The configuration is invalid. Every problem is listed.
     #[error("invalid lexigram configuration:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -285,9 +264,7 @@ pub enum Error {
     },
 
     /// An event handler failed on its last attempt (returned by a dead-letter replay).
-    #[error(
-        "event handler `{handler}` failed on event `{event_type}` after {attempts} attempt(s): {source}"
-    )]
+    #[error("event handler `{handler}` failed on event `{event_type}` after {attempts} attempt(s)")]
     EventHandler {
         /// The event type.
         event_type: Arc<str>,
@@ -329,6 +306,21 @@ pub enum Error {
         /// How many accepted events were not handled.
         abandoned: u64,
     },
+}
+
+impl std::fmt::Debug for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")?;
+        let mut cause = std::error::Error::source(self);
+        if cause.is_some() {
+            f.write_str("\n\nCaused by:")?;
+        }
+        while let Some(err) = cause {
+            write!(f, "\n    {err}")?;
+            cause = err.source();
+        }
+        Ok(())
+    }
 }
 
 impl Error {
@@ -381,8 +373,7 @@ pub struct EventLoadError {
     pub stream_version: u64,
     /// The stored event type.
     pub event_type: Arc<str>,
-    /// What went wrong.
-    #[source]
+    /// What went wrong (part of the message; it has no source of its own).
     pub kind: EventLoadErrorKind,
 }
 
@@ -429,7 +420,7 @@ pub enum EventLoadErrorKind {
     },
     /// The payload is not valid JSON for the type.
     #[error("corrupt payload: {0}")]
-    Corrupt(#[source] serde_json::Error),
+    Corrupt(serde_json::Error),
     /// An upcaster failed.
     #[error(transparent)]
     Upcast(SchemaError),
@@ -504,20 +495,83 @@ pub enum SchemaError {
         known: u32,
     },
     /// An upcaster returned an error or met a payload it cannot parse.
-    #[error("upcaster for `{name}` from v{from} failed: {source}")]
+    #[error("upcaster for `{name}` from v{from} failed: {cause}")]
     UpcasterFailed {
         /// The event type or aggregate type.
         name: Arc<str>,
         /// The step's start version.
         from: u32,
-        /// The upcaster's error.
-        #[source]
-        source: BoxError,
+        /// The upcaster's error (part of the message, so this error has no source).
+        cause: BoxError,
     },
 }
 
 impl From<SchemaError> for EventLoadErrorKind {
     fn from(err: SchemaError) -> Self {
         Self::Upcast(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("insufficient funds")]
+    struct Insufficient;
+
+    #[test]
+    fn a_message_never_repeats_its_source_and_debug_shows_the_chain() {
+        let err = Error::CommandExecution {
+            command_type: "bank::Withdraw",
+            handler: "withdraw".into(),
+            source: Box::new(Insufficient),
+        };
+        assert_eq!(
+            err.to_string(),
+            "command `bank::Withdraw` failed in handler `withdraw`"
+        );
+        assert_eq!(
+            std::error::Error::source(&err).map(ToString::to_string),
+            Some("insufficient funds".to_owned())
+        );
+        assert_eq!(
+            format!("{err:?}"),
+            "command `bank::Withdraw` failed in handler `withdraw`\n\nCaused by:\n    insufficient funds"
+        );
+    }
+
+    #[test]
+    fn debug_of_a_bootstrap_failure_is_the_report() {
+        let report = BootstrapReport::new(vec![
+            Problem::new("handler `notify` needs `Dep<Mailer>`, but no module provides it").at(
+                Location {
+                    file: "src/notify.rs",
+                    line: 7,
+                },
+                "bank::notify",
+            ),
+        ]);
+        let err = Error::from(report.clone());
+        assert_eq!(format!("{err:?}"), report.to_string());
+        assert!(format!("{err:?}").contains("--> src/notify.rs:7"));
+    }
+
+    #[test]
+    fn an_event_load_error_says_everything_once() {
+        let payload: std::result::Result<u8, _> = serde_json::from_str("{");
+        let Err(json) = payload else { return };
+        let err = Error::from(EventLoadError::new(
+            StreamId::from("acc-1"),
+            2,
+            Arc::from("bank.Deposited"),
+            EventLoadErrorKind::Corrupt(json),
+        ));
+        let message = err.to_string();
+        assert!(message.starts_with("cannot load event `bank.Deposited` at version 2 of stream `acc-1`: corrupt payload: "), "{message}");
+        assert!(
+            std::error::Error::source(&err).is_none(),
+            "the cause is in the message"
+        );
     }
 }

@@ -354,11 +354,8 @@ impl<A: Aggregate> Repository<A> {
     /// store is configured.
     pub async fn force_snapshot(&self, root: &mut AggregateRoot<A>) -> Result<()> {
         let Some(manager) = &self.snapshots else {
-            return Err(Error::Config {
-                problems: vec![format!(
-                    "cannot snapshot aggregate `{}`: the repository has no snapshot store; add one with `with_snapshots`",
-                    A::TYPE
-                )],
+            return Err(Error::SnapshotsDisabled {
+                aggregate_type: A::TYPE,
             });
         };
         let snapshot = root.create_snapshot()?;

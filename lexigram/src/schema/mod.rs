@@ -139,10 +139,10 @@ impl Chains {
                     missing: version,
                 });
             }
-            value = (step.run)(value).map_err(|source| SchemaError::UpcasterFailed {
+            value = (step.run)(value).map_err(|cause| SchemaError::UpcasterFailed {
                 name: Arc::from(name),
                 from: version,
-                source,
+                cause,
             })?;
             version = step.to;
         }

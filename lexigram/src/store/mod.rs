@@ -231,10 +231,10 @@ impl Partition {
     /// Partition `index` of `total` (0-based). Fails unless `index < total`.
     pub fn new(index: u32, total: u32) -> Result<Self> {
         if total == 0 || index >= total {
-            return Err(Error::Config {
-                problems: vec![format!(
+            return Err(Error::InvalidArgument {
+                reason: format!(
                     "partition {index} of {total} does not exist: the index must be below the total, which must be at least 1"
-                )],
+                ),
             });
         }
         Ok(Self { index, total })
