@@ -165,3 +165,27 @@ pub mod __private {
     pub use crate::registration::{AggregateRegistration, EventRegistration, MessageRegistration};
     pub use inventory;
 }
+
+/// The code blocks of the README and the guide in `docs/`, compiled and run as doctests so
+/// that none of them can rot.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../../README.md")]
+    struct Readme;
+    #[doc = include_str!("../../docs/quick-start.md")]
+    struct QuickStart;
+    #[doc = include_str!("../../docs/concepts.md")]
+    struct Concepts;
+    #[doc = include_str!("../../docs/architecture.md")]
+    struct Architecture;
+    #[doc = include_str!("../../docs/schema-evolution.md")]
+    struct SchemaEvolution;
+    #[doc = include_str!("../../docs/buses.md")]
+    struct Buses;
+    #[doc = include_str!("../../docs/backends.md")]
+    struct Backends;
+    #[doc = include_str!("../../docs/postgres-ordering.md")]
+    struct PostgresOrdering;
+    #[doc = include_str!("../../docs/benchmarks.md")]
+    struct Benchmarks;
+}
