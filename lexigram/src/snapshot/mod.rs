@@ -35,14 +35,14 @@ use serde::{Deserialize, Serialize};
 use crate::error::Result;
 use crate::message::AggregateId;
 
-pub use manager::SnapshotManager;
-pub use memory::InMemorySnapshotStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use crate::store::postgres::snapshot::PostgresSnapshotStore;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use crate::store::sqlite::snapshot::SqliteSnapshotStore;
+pub use manager::SnapshotManager;
+pub use memory::InMemorySnapshotStore;
 
 /// An aggregate's state at one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
