@@ -85,7 +85,7 @@ use crate::error::{ConcurrencyError, Error, Result};
 use crate::message::{NewEvent, StreamId};
 use crate::schema::SchemaRegistry;
 use crate::store::sql::{self, Dialect, EventLog, SqlDb, to_i64, to_u64};
-use crate::store::{AppendResult, ExpectedVersion, check_stream_id, stream_hash};
+use crate::store::{AppendResult, ExpectedVersion, stream_hash};
 
 pub use config::PostgresConfig;
 pub(crate) use dialect::PostgresDialect;
@@ -167,21 +167,14 @@ impl PostgresEventStore {
         &self.log.db.sql.channel
     }
 
-    #[tracing::instrument(
-        name = "lexigram.append",
-        level = "debug",
-        skip_all,
-        fields(backend = "postgres", stream = stream, events = events.len(), expected = %expected)
-    )]
+    /// [`EventStore::append`](crate::store::EventStore::append), the PostgreSQL way (the span and
+    /// the checks every append makes are in the core).
     async fn append_events(
         &self,
         stream: &str,
         events: Vec<NewEvent>,
         expected: ExpectedVersion,
     ) -> Result<AppendResult> {
-        check_stream_id(stream)?;
-        self.log.check_open()?;
-        sql::check_batch(stream, &events)?;
         let n = events.len();
         let (mut ids, mut types, mut versions, mut payloads, mut metadata) = (
             Vec::with_capacity(n),

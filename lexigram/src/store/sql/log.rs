@@ -67,6 +67,14 @@ impl<D: Dialect> EventLog<D> {
         }
     }
 
+    /// What every append checks before it touches the database: a valid stream id, an
+    /// open store, a valid batch.
+    pub(crate) fn check_append(&self, stream: &str, events: &[NewEvent]) -> Result<()> {
+        check_stream_id(stream)?;
+        self.check_open()?;
+        super::check_batch(stream, events)
+    }
+
     fn upcast(&self, envelopes: Vec<EventEnvelope>) -> Vec<EventEnvelope> {
         match &self.schema {
             Some(schema) => schema.upcast_read(envelopes),
@@ -357,7 +365,8 @@ where
 /// Implements [`EventStore`](crate::store::EventStore) for a SQL store of a dialect: a type
 /// with a field `log: EventLog<dialect>` (every read, delete, purge, close and ping go to it) and an inherent
 /// `append_events` with the signature of [`EventStore::append`](crate::store::EventStore::append)
-/// (the one operation each dialect writes its own way).
+/// (the one operation each dialect writes its own way), called after
+/// [`EventLog::check_append`] inside the `lexigram.append` span.
 macro_rules! sql_event_store {
     ($store:ty, $dialect:ty) => {
         #[::async_trait::async_trait]
@@ -366,12 +375,24 @@ macro_rules! sql_event_store {
                 <$dialect as $crate::store::sql::Dialect>::BACKEND
             }
 
+            #[::tracing::instrument(
+                                name = "lexigram.append",
+                                level = "debug",
+                                skip_all,
+                                fields(
+                                    backend = <$dialect as $crate::store::sql::Dialect>::BACKEND,
+                                    stream = stream,
+                                    events = events.len(),
+                                    expected = %expected
+                                )
+                            )]
             async fn append(
                 &self,
                 stream: &str,
                 events: ::std::vec::Vec<$crate::message::NewEvent>,
                 expected: $crate::store::ExpectedVersion,
             ) -> $crate::Result<$crate::store::AppendResult> {
+                self.log.check_append(stream, &events)?;
                 self.append_events(stream, events, expected).await
             }
 

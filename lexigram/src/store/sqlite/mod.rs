@@ -52,7 +52,7 @@ use crate::error::{ConcurrencyError, Error, Result};
 use crate::message::{NewEvent, StreamId};
 use crate::schema::SchemaRegistry;
 use crate::store::sql::{self, Dialect, EventLog, SqlDb, to_i64, to_u64};
-use crate::store::{AppendResult, ExpectedVersion, check_stream_id, stream_hash};
+use crate::store::{AppendResult, ExpectedVersion, stream_hash};
 
 pub use config::SqliteConfig;
 pub(crate) use dialect::SqliteDialect;
@@ -126,21 +126,14 @@ impl SqliteEventStore {
         &self.log.db.pool
     }
 
-    #[tracing::instrument(
-        name = "lexigram.append",
-        level = "debug",
-        skip_all,
-        fields(backend = "sqlite", stream = stream, events = events.len(), expected = %expected)
-    )]
+    /// [`EventStore::append`](crate::store::EventStore::append), the SQLite way (the span and
+    /// the checks every append makes are in the core).
     async fn append_events(
         &self,
         stream: &str,
         events: Vec<NewEvent>,
         expected: ExpectedVersion,
     ) -> Result<AppendResult> {
-        check_stream_id(stream)?;
-        self.log.check_open()?;
-        sql::check_batch(stream, &events)?;
         let mut metadata = Vec::with_capacity(events.len());
         for event in &events {
             metadata.push(sql::metadata_text(stream, event)?);
