@@ -262,9 +262,7 @@ async fn main() -> Result<(), lexigram::Error> {
     }
 
     println!("Two tellers credit Ada at the same time");
-    let accounts = app
-        .get::<lexigram::module::Stores>()
-        .map(|s| s.repository::<Account>());
+    let accounts = app.repository::<Account>();
     if let Some(accounts) = accounts {
         let mut teller_1 = accounts.load(&ada).await?;
         let mut teller_2 = accounts.load(&ada).await?;

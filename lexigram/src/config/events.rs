@@ -1,12 +1,16 @@
 //! `EventsConfig`: the one configuration of the events module.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::source::{Node, NodeDeserializer, Origin, Replay, quotable_key};
 use crate::error::{Error, Result};
+use crate::schema::SchemaRegistry;
+use crate::snapshot::SnapshotStore;
+use crate::store::{EventStore, InMemoryEventStore};
 
 /// Which event and snapshot store backs the app.
 ///
@@ -551,6 +555,55 @@ impl EventsConfig {
         } else {
             Err(Error::Config { problems })
         }
+    }
+}
+
+
+impl EventsConfig {
+    /// Opens the configured event store and the snapshot store that belongs to it (keeping
+    /// `snapshots.keep` per aggregate), reading events through `schema`: what
+    /// [`EventsModule`](crate::module::EventsModule) does at startup, for a tool or a test
+    /// that needs the stores without building an app. Pass
+    /// [`registration::discovered_schema`](crate::registration::discovered_schema) for the
+    /// program's event types.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lexigram::Error> {
+    /// use lexigram::config::EventsConfig;
+    /// let schema = std::sync::Arc::new(lexigram::registration::discovered_schema()?);
+    /// let (events, snapshots) = EventsConfig::memory().open_stores(schema).await?;
+    /// assert_eq!((events.backend(), snapshots.backend()), ("memory", "memory"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn open_stores(
+        &self,
+        schema: Arc<SchemaRegistry>,
+    ) -> Result<(Arc<dyn EventStore>, Arc<dyn SnapshotStore>)> {
+        let keep = self.snapshots.keep;
+        Ok(match &self.store {
+            StoreConfig::Memory => {
+                let store = InMemoryEventStore::new().with_schema(schema);
+                let snapshots = store.snapshot_store().with_max_per_aggregate(keep);
+                (Arc::new(store), Arc::new(snapshots))
+            }
+            #[cfg(feature = "sqlite")]
+            StoreConfig::Sqlite(config) => {
+                let store = crate::store::SqliteEventStore::connect(config)
+                    .await?
+                    .with_schema(schema);
+                let snapshots = store.snapshot_store().with_max_per_aggregate(keep);
+                (Arc::new(store), Arc::new(snapshots))
+            }
+            #[cfg(feature = "postgres")]
+            StoreConfig::Postgres(config) => {
+                let store = crate::store::PostgresEventStore::connect(config)
+                    .await?
+                    .with_schema(schema);
+                let snapshots = store.snapshot_store().with_max_per_aggregate(keep);
+                (Arc::new(store), Arc::new(snapshots))
+            }
+        })
     }
 }
 

@@ -6,10 +6,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::{BootstrapReport, Container, Problem};
+use crate::aggregate::Aggregate;
 use crate::command::CommandBus;
 use crate::error::Result;
 use crate::event::EventBus;
 use crate::query::QueryBus;
+use crate::repository::Repository;
 
 /// A part of an app: it provides values, wires what needs the full container, and takes part
 /// in start, shutdown and health. [`EventsModule`](super::EventsModule) is one.
@@ -160,7 +162,9 @@ impl AppBuilder {
     }
 
     /// Builds the app: every module provides, then wires; then every problem found is
-    /// reported at once ([`Error::Bootstrap`](crate::Error::Bootstrap)); then modules start.
+    /// reported at once ([`Error::Bootstrap`](crate::Error::Bootstrap)); then modules start,
+    /// in order. When one fails to start, it and every module started before it are shut down
+    /// (in reverse order) before its error is returned, so nothing keeps running.
     pub async fn build(self) -> Result<App> {
         let Self {
             modules,
@@ -195,8 +199,16 @@ impl AppBuilder {
             }
             return Err(BootstrapReport::new(problems).into());
         }
-        for module in &modules {
-            module.start(&container).await?;
+        for (started, module) in modules.iter().enumerate() {
+            if let Err(err) = module.start(&container).await {
+                tracing::error!(module = module.name(), error = %err, "module failed to start; shutting down the ones started");
+                for module in modules[..=started].iter().rev() {
+                    if let Err(err) = module.shutdown(&container).await {
+                        tracing::warn!(module = module.name(), error = %err, "module shutdown failed");
+                    }
+                }
+                return Err(err);
+            }
         }
         let commands = container
             .get::<CommandBus>()
@@ -270,6 +282,15 @@ impl App {
     /// A provided value.
     pub fn get<T: ?Sized + Send + Sync + 'static>(&self) -> Option<super::Dep<T>> {
         self.container.get::<T>()
+    }
+
+    /// A repository for aggregate `A` over the app's stores, snapshots and event bus: what a
+    /// `Repository<A>` handler parameter gets, for code outside a handler (a script, a test,
+    /// a CLI). `None` when no [`EventsModule`](super::EventsModule) is part of the app.
+    pub fn repository<A: Aggregate>(&self) -> Option<Repository<A>> {
+        self.container
+            .get::<super::Stores>()
+            .map(|stores| stores.repository::<A>())
     }
 
     /// The health of every module's components.

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use super::wiring::{self, HandlerKind, HandlerRegistration, Stores, Wiring};
 use super::{ComponentHealth, Container, HealthStatus, Module, Problem};
 use crate::command::CommandBus;
-use crate::config::{EventsConfig, StoreConfig};
+use crate::config::EventsConfig;
 use crate::error::{Result, SchemaError};
 use crate::event::EventBus;
 use crate::query::QueryBus;
@@ -145,37 +145,6 @@ impl EventsModule {
     pub fn config(&self) -> &EventsConfig {
         &self.config
     }
-
-    /// Opens the configured event and snapshot stores.
-    async fn open_stores(
-        &self,
-        schema: &Arc<SchemaRegistry>,
-    ) -> Result<(Arc<dyn EventStore>, Arc<dyn SnapshotStore>)> {
-        let keep = self.config.snapshots.keep;
-        Ok(match &self.config.store {
-            StoreConfig::Memory => {
-                let store = InMemoryEventStore::new().with_schema(Arc::clone(schema));
-                let snapshots = store.snapshot_store().with_max_per_aggregate(keep);
-                (Arc::new(store), Arc::new(snapshots))
-            }
-            #[cfg(feature = "sqlite")]
-            StoreConfig::Sqlite(config) => {
-                let store = crate::store::SqliteEventStore::connect(config)
-                    .await?
-                    .with_schema(Arc::clone(schema));
-                let snapshots = store.snapshot_store().with_max_per_aggregate(keep);
-                (Arc::new(store), Arc::new(snapshots))
-            }
-            #[cfg(feature = "postgres")]
-            StoreConfig::Postgres(config) => {
-                let store = crate::store::PostgresEventStore::connect(config)
-                    .await?
-                    .with_schema(Arc::clone(schema));
-                let snapshots = store.snapshot_store().with_max_per_aggregate(keep);
-                (Arc::new(store), Arc::new(snapshots))
-            }
-        })
-    }
 }
 
 #[async_trait]
@@ -202,7 +171,7 @@ impl Module for EventsModule {
         let schema = Arc::new(schema);
         // An invalid bus configuration is reported by `validate` above.
         let bus = EventBus::with_config(self.config.event_bus.clone()).unwrap_or_default();
-        let (events, snapshot_store) = match self.open_stores(&schema).await {
+        let (events, snapshot_store) = match self.config.open_stores(Arc::clone(&schema)).await {
             Ok(stores) => stores,
             Err(err) => {
                 problems.push(
