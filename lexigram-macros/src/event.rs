@@ -39,9 +39,16 @@ fn try_derive(input: TokenStream) -> syn::Result<TokenStream> {
             quote!(Domain)
         }
     };
-    errors.finish()?;
+    if !input.generics.params.is_empty() {
+        // Reported by `reject_generics`; an impl could not name the type.
+        return errors.finish().map(|()| TokenStream::new());
+    }
+    // The impl is written even after an error (with the defaults in place of what was wrong),
+    // so code using the event reports nothing more.
+    let errors = errors.finish().err().map(|e| e.to_compile_error());
     let line = quote_spanned!(ident.span()=> ::core::line!());
     Ok(quote! {
+        #errors
         impl ::lexigram::Event for #ident {
             const NAME: &'static str = #name;
             const VERSION: u32 = #version;

@@ -148,6 +148,8 @@ struct Signature {
     message: syn::Type,
     message_by_ref: bool,
     params: Vec<Param>,
+    /// The return type (a `Result`), checked against the message's output at its span.
+    output: syn::Type,
 }
 
 fn check_signature(
@@ -261,15 +263,27 @@ fn check_signature(
             }),
         }
     }
+    let syn::ReturnType::Type(_, output) = &sig.output else {
+        return None;
+    };
     ok.then(|| Signature {
         ident: sig.ident.clone(),
         message,
         message_by_ref,
         params,
+        output: (**output).clone(),
     })
 }
 
-/// The registration of one handler. `this` is the impl's self type for methods.
+/// The registration of one handler. `host` is the impl's self type for methods, and whether
+/// it is built from its fields (`#[handlers(inject)]`).
+///
+/// Every check a user can fail is one call at the span of the token it is about, and the code
+/// around it does not depend on it holding: parameters are resolved by
+/// `__private::prepare::<P, _>` at `P` (the registered closure only calls
+/// `Prepared::produce`, which has no bound), and the handler's result goes through
+/// `__private::command_result::<C, R>` at the return type `R`, which returns exactly what the
+/// bus expects.
 fn registration(
     kind: Kind,
     sig: &Signature,
@@ -284,70 +298,93 @@ fn registration(
         Kind::Query => (quote!(::lexigram::query::QueryContext), quote!(query)),
         Kind::Event => (quote!(::lexigram::event::EventContext), quote!(event)),
     };
-    let mut types: Vec<syn::Type> = sig.params.iter().map(|p| p.ty.clone()).collect();
+    let mut prepare: Vec<TokenStream> = sig
+        .params
+        .iter()
+        .map(|p| {
+            let ty = &p.ty;
+            quote_spanned!(ty.span()=> ::lexigram::__private::prepare::<#ty, __Ctx>(w))
+        })
+        .collect();
     match host {
-        Some((this, false)) => types.insert(0, syn::parse_quote!(::lexigram::module::Dep<#this>)),
-        Some((this, true)) => {
-            types.insert(0, syn::parse_quote!(::lexigram::__private::Injected<#this>))
-        }
+        Some((this, false)) => prepare.insert(
+            0,
+            quote_spanned!(this.span()=> ::lexigram::__private::prepare::<::lexigram::module::Dep<#this>, __Ctx>(w)),
+        ),
+        Some((this, true)) => prepare.insert(
+            0,
+            quote_spanned!(this.span()=> ::lexigram::__private::inject::<#this, __Ctx>(w)),
+        ),
         None => {}
     }
-    let prepared: Vec<_> = (0..types.len())
-        .map(|i| format_ident!("__prepared{i}"))
+    let params: Vec<_> = (0..prepare.len())
+        .map(|i| format_ident!("__param{i}"))
         .collect();
-    let args: Vec<_> = (0..types.len())
+    let args: Vec<_> = (0..prepare.len())
         .map(|i| format_ident!("__arg{i}"))
         .collect();
-    let prepare = types.iter().zip(&prepared).map(|(ty, p)| {
-        quote_spanned! {ty.span()=>
-            let #p = w.prepare::<#ty, __Ctx>();
+    let resolve = match params.as_slice() {
+        [] => quote!(),
+        [param] => {
+            let prepare = &prepare[0];
+            quote! {
+                let ::core::option::Option::Some(#param) = #prepare else { return };
+            }
         }
-    });
-    let unwrap = (!types.is_empty()).then(|| {
-        quote! {
-            let (#(::core::option::Option::Some(#prepared),)*) = (#(#prepared,)*) else { return };
-        }
-    });
-    let produce = types.iter().zip(&prepared).zip(&args).map(|((ty, p), a)| {
-        quote_spanned! {ty.span()=>
-            let #a = <#ty as ::lexigram::__private::HandlerParam<__Ctx>>::produce(&#p, &__ctx);
-        }
-    });
+        _ => quote! {
+            #(let #params = #prepare;)*
+            let (#(::core::option::Option::Some(#params),)*) = (#(#params,)*) else { return };
+        },
+    };
     let message_arg = if sig.message_by_ref {
         quote!(&__message)
     } else {
         quote!(__message)
     };
+    let pass = |p: &Param, a: &syn::Ident| if p.by_ref { quote!(&#a) } else { quote!(#a) };
+    let ident = &sig.ident;
     let call = match this {
         Some(this) => {
+            let rest = sig.params.iter().zip(&args[1..]).map(|(p, a)| pass(p, a));
             let this_arg = &args[0];
-            let rest = sig
-                .params
-                .iter()
-                .zip(&args[1..])
-                .map(|(p, a)| if p.by_ref { quote!(&#a) } else { quote!(#a) });
-            let ident = &sig.ident;
             quote!(<#this>::#ident(&#this_arg, #message_arg #(, #rest)*))
         }
         None => {
-            let rest = sig
-                .params
-                .iter()
-                .zip(&args)
-                .map(|(p, a)| if p.by_ref { quote!(&#a) } else { quote!(#a) });
-            let ident = &sig.ident;
+            let rest = sig.params.iter().zip(&args).map(|(p, a)| pass(p, a));
             quote!(#ident(#message_arg #(, #rest)*))
         }
     };
-    let closure = quote! {
+    // The result check, at the return type. Its argument starts at the type's first token and
+    // ends at its last, so the compiler underlines the whole type.
+    let output = &sig.output;
+    let mut tokens = quote!(#output).into_iter();
+    let first = tokens.next().map_or_else(Span::call_site, |t| t.span());
+    let last = tokens.last().map_or(first, |t| t.span());
+    let mut group = proc_macro2::Group::new(proc_macro2::Delimiter::Parenthesis, quote!(__result));
+    group.set_span(last);
+    // What the bus expects; spanned on the message type, where a type that is not a message is
+    // reported (once: the bus registration below asks the same at the same place).
+    let expected = match kind {
+        Kind::Command => quote_spanned!(message.span()=> <#message as ::lexigram::Command>::Output),
+        Kind::Query => quote_spanned!(message.span()=> <#message as ::lexigram::Query>::Output),
+        Kind::Event => quote!(()),
+    };
+    let checked = quote_spanned! {first=>
+        ::lexigram::__private::handler_result::<#message, #expected>(::core::convert::identity #group)
+    };
+    // Spanned on the message type, so a type that is not a message is one error there.
+    let closure = quote_spanned! {message.span()=>
         move |__message: #message, __ctx: __Ctx| {
-            #(#produce)*
-            async move { #call.await }
+            #(let #args = #params.produce(&__ctx);)*
+            async move {
+                let __result = #call.await;
+                #checked
+            }
         }
     };
     let register_call = match (kind, options.cache) {
-        (Kind::Query, Some((ttl_ms, size))) => quote! {
-            w.cached_query::<#message, _>(#closure, ::lexigram::query::CachePolicy::new(::core::time::Duration::from_millis(#ttl_ms), #size));
+        (Kind::Query, Some((ttl_ms, size))) => quote_spanned! {message.span()=>
+            w.cached_query::<#message, _>(#closure, ::lexigram::query::CachePolicy::new(::core::time::Duration::from_millis(#ttl_ms), #size))
         },
         (Kind::Event, _) => {
             let priority = options.priority;
@@ -355,10 +392,12 @@ fn registration(
                 Some(n) => quote!(::core::option::Option::Some(#n)),
                 None => quote!(::core::option::Option::None),
             };
-            quote!(w.event::<#message, _>(#closure, #priority, #name);)
+            quote_spanned!(message.span()=> w.event::<#message, _>(#closure, #priority, #name))
         }
-        _ => quote!(w.#register::<#message, _>(#closure);),
+        _ => quote_spanned!(message.span()=> w.#register::<#message, _>(#closure)),
     };
+    // At the message type, like the closure: a type that is not a message is reported there.
+    let register_call = quote_spanned!(message.span()=> #register_call;);
     let fn_name = match (&options.name, this) {
         (Some(name), _) if kind != Kind::Event => quote!(#name),
         (_, Some(this)) => {
@@ -375,12 +414,17 @@ fn registration(
         }
     };
     let line = quote_spanned!(span=> ::core::line!());
+    // The registration below requires the message trait in its own item; asking the same first
+    // here, with the same words, lets the compiler print it once.
+    let message_check = quote_spanned! {message.span()=>
+        let _ = ::lexigram::__private::HandlerRegistration::#register::<#message>;
+    };
     quote! {
         const _: () = {
             fn __lexigram_wire(w: &mut ::lexigram::__private::Wiring<'_>) {
                 type __Ctx = #ctx;
-                #(#prepare)*
-                #unwrap
+                #message_check
+                #resolve
                 #register_call
             }
             ::lexigram::__private::inventory::submit! {

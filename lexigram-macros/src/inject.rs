@@ -29,7 +29,7 @@ fn try_derive(input: TokenStream) -> syn::Result<TokenStream> {
     errors.finish()?;
     let inject = |ty: &syn::Type| {
         quote_spanned! {ty.span()=>
-            ::lexigram::__private::inject_field::<#ty>(container)?
+            ::lexigram::__private::field::<#ty>(container)?
         }
     };
     let body = match &data.fields {

@@ -33,22 +33,27 @@ fn try_derive(kind: Kind, input: TokenStream) -> syn::Result<TokenStream> {
     reject_generics(&input.generics, what, &mut errors);
     let options = Options::from_attrs(&input.attrs, attr, &["output"], &mut errors);
     let ident = &input.ident;
-    let output = match (options.ty("output", &mut errors), kind) {
-        (Some(ty), _) => quote!(#ty),
-        (None, Kind::Command) => quote!(()),
-        (None, Kind::Query) => {
-            if options.get("output").is_none() {
-                errors.push_at(
-                    ident.span(),
-                    "a query needs its result type: add `#[query(output = T)]`",
-                );
-            }
-            quote!(())
-        }
+    // Without a valid `output` the impl is still written, with the error as its `Output`: that
+    // type stays unknown to the compiler, so the handlers of the message and the code that
+    // dispatches it raise nothing more (no impl, or `()` as the output, would contradict them).
+    let mut output_error = Errors::default();
+    let output = options.ty("output", &mut output_error);
+    let output = match (output, output_error.finish(), kind) {
+        (Some(ty), _, _) => quote!(#ty),
+        (None, Err(error), _) => error.to_compile_error(),
+        (None, Ok(()), Kind::Command) => quote!(()),
+        (None, Ok(()), Kind::Query) => quote_spanned! {ident.span()=>
+            [(); ::core::compile_error!("a query needs its result type: add `#[query(output = T)]`, `T` being what its handler returns on success")]
+        },
     };
-    errors.finish()?;
+    if !input.generics.params.is_empty() {
+        // Reported by `reject_generics`; an impl could not name the type.
+        return errors.finish().map(|()| TokenStream::new());
+    }
+    let errors = errors.finish().err().map(|e| e.to_compile_error());
     let line = quote_spanned!(ident.span()=> ::core::line!());
     Ok(quote! {
+        #errors
         impl ::lexigram::#trait_name for #ident {
             type Output = #output;
         }

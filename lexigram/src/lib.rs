@@ -158,13 +158,7 @@ pub use lexigram_macros::{
 
 /// Not public API. Used by generated code.
 #[doc(hidden)]
-pub mod __private {
-    pub use crate::module::{
-        HandlerParam, HandlerRegistration, HandlerSite, Injected, Wiring, inject_field,
-    };
-    pub use crate::registration::{AggregateRegistration, EventRegistration, MessageRegistration};
-    pub use inventory;
-}
+pub mod __private;
 
 /// The code blocks of the README and the guide in `docs/`, compiled and run as doctests so
 /// that none of them can rot.

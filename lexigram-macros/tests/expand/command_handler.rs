@@ -8,27 +8,26 @@ async fn deposit(
 const _: () = {
     fn __lexigram_wire(w: &mut ::lexigram::__private::Wiring<'_>) {
         type __Ctx = ::lexigram::command::CommandContext;
-        let __prepared0 = w.prepare::<Repository<Account>, __Ctx>();
-        let __prepared1 = w.prepare::<Dep<AuditLog>, __Ctx>();
+        let _ = ::lexigram::__private::HandlerRegistration::command::<Deposit>;
+        let __param0 = ::lexigram::__private::prepare::<Repository<Account>, __Ctx>(w);
+        let __param1 = ::lexigram::__private::prepare::<Dep<AuditLog>, __Ctx>(w);
         let (
-            ::core::option::Option::Some(__prepared0),
-            ::core::option::Option::Some(__prepared1),
-        ) = (__prepared0, __prepared1) else { return };
+            ::core::option::Option::Some(__param0),
+            ::core::option::Option::Some(__param1),
+        ) = (__param0, __param1) else { return };
         w.command::<
                 Deposit,
                 _,
             >(move |__message: Deposit, __ctx: __Ctx| {
-            let __arg0 = <Repository<
-                Account,
-            > as ::lexigram::__private::HandlerParam<
-                __Ctx,
-            >>::produce(&__prepared0, &__ctx);
-            let __arg1 = <Dep<
-                AuditLog,
-            > as ::lexigram::__private::HandlerParam<
-                __Ctx,
-            >>::produce(&__prepared1, &__ctx);
-            async move { deposit(__message, __arg0, &__arg1).await }
+            let __arg0 = __param0.produce(&__ctx);
+            let __arg1 = __param1.produce(&__ctx);
+            async move {
+                let __result = deposit(__message, __arg0, &__arg1).await;
+                ::lexigram::__private::handler_result::<
+                    Deposit,
+                    <Deposit as ::lexigram::Command>::Output,
+                >(::core::convert::identity(__result))
+            }
         });
     }
     ::lexigram::__private::inventory::submit! {

@@ -3,10 +3,8 @@ impl ::lexigram::module::FromContainer for Auditor {
         container: &::lexigram::module::Container,
     ) -> ::core::result::Result<Self, ::lexigram::module::Missing> {
         ::core::result::Result::Ok(Self {
-            journal: ::lexigram::__private::inject_field::<Dep<Journal>>(container)?,
-            accounts: ::lexigram::__private::inject_field::<
-                Repository<Account>,
-            >(container)?,
+            journal: ::lexigram::__private::field::<Dep<Journal>>(container)?,
+            accounts: ::lexigram::__private::field::<Repository<Account>>(container)?,
         })
     }
 }

@@ -8,26 +8,27 @@ async fn audit(
 const _: () = {
     fn __lexigram_wire(w: &mut ::lexigram::__private::Wiring<'_>) {
         type __Ctx = ::lexigram::event::EventContext;
-        let __prepared0 = w.prepare::<EventContext, __Ctx>();
-        let __prepared1 = w.prepare::<Dep<AuditLog>, __Ctx>();
+        let _ = ::lexigram::__private::HandlerRegistration::event::<MoneyDeposited>;
+        let __param0 = ::lexigram::__private::prepare::<EventContext, __Ctx>(w);
+        let __param1 = ::lexigram::__private::prepare::<Dep<AuditLog>, __Ctx>(w);
         let (
-            ::core::option::Option::Some(__prepared0),
-            ::core::option::Option::Some(__prepared1),
-        ) = (__prepared0, __prepared1) else { return };
+            ::core::option::Option::Some(__param0),
+            ::core::option::Option::Some(__param1),
+        ) = (__param0, __param1) else { return };
         w.event::<
                 MoneyDeposited,
                 _,
             >(
             move |__message: MoneyDeposited, __ctx: __Ctx| {
-                let __arg0 = <EventContext as ::lexigram::__private::HandlerParam<
-                    __Ctx,
-                >>::produce(&__prepared0, &__ctx);
-                let __arg1 = <Dep<
-                    AuditLog,
-                > as ::lexigram::__private::HandlerParam<
-                    __Ctx,
-                >>::produce(&__prepared1, &__ctx);
-                async move { audit(&__message, __arg0, __arg1).await }
+                let __arg0 = __param0.produce(&__ctx);
+                let __arg1 = __param1.produce(&__ctx);
+                async move {
+                    let __result = audit(&__message, __arg0, __arg1).await;
+                    ::lexigram::__private::handler_result::<
+                        MoneyDeposited,
+                        (),
+                    >(::core::convert::identity(__result))
+                }
             },
             10i32,
             ::core::option::Option::None,

@@ -6,21 +6,24 @@ impl Notifier {
 const _: () = {
     fn __lexigram_wire(w: &mut ::lexigram::__private::Wiring<'_>) {
         type __Ctx = ::lexigram::event::EventContext;
-        let __prepared0 = w.prepare::<::lexigram::module::Dep<Notifier>, __Ctx>();
-        let (::core::option::Option::Some(__prepared0),) = (__prepared0,) else {
-            return
-        };
+        let _ = ::lexigram::__private::HandlerRegistration::event::<AccountOpened>;
+        let ::core::option::Option::Some(__param0) = ::lexigram::__private::prepare::<
+            ::lexigram::module::Dep<Notifier>,
+            __Ctx,
+        >(w) else { return };
         w.event::<
                 AccountOpened,
                 _,
             >(
             move |__message: AccountOpened, __ctx: __Ctx| {
-                let __arg0 = <::lexigram::module::Dep<
-                    Notifier,
-                > as ::lexigram::__private::HandlerParam<
-                    __Ctx,
-                >>::produce(&__prepared0, &__ctx);
-                async move { <Notifier>::opened(&__arg0, &__message).await }
+                let __arg0 = __param0.produce(&__ctx);
+                async move {
+                    let __result = <Notifier>::opened(&__arg0, &__message).await;
+                    ::lexigram::__private::handler_result::<
+                        AccountOpened,
+                        (),
+                    >(::core::convert::identity(__result))
+                }
             },
             0i32,
             ::core::option::Option::None,

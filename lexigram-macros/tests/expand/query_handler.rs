@@ -4,21 +4,24 @@ async fn balance(q: GetBalance, view: Dep<BalanceView>) -> Result<u64, BankError
 const _: () = {
     fn __lexigram_wire(w: &mut ::lexigram::__private::Wiring<'_>) {
         type __Ctx = ::lexigram::query::QueryContext;
-        let __prepared0 = w.prepare::<Dep<BalanceView>, __Ctx>();
-        let (::core::option::Option::Some(__prepared0),) = (__prepared0,) else {
-            return
-        };
+        let _ = ::lexigram::__private::HandlerRegistration::query::<GetBalance>;
+        let ::core::option::Option::Some(__param0) = ::lexigram::__private::prepare::<
+            Dep<BalanceView>,
+            __Ctx,
+        >(w) else { return };
         w.cached_query::<
                 GetBalance,
                 _,
             >(
             move |__message: GetBalance, __ctx: __Ctx| {
-                let __arg0 = <Dep<
-                    BalanceView,
-                > as ::lexigram::__private::HandlerParam<
-                    __Ctx,
-                >>::produce(&__prepared0, &__ctx);
-                async move { balance(__message, __arg0).await }
+                let __arg0 = __param0.produce(&__ctx);
+                async move {
+                    let __result = balance(__message, __arg0).await;
+                    ::lexigram::__private::handler_result::<
+                        GetBalance,
+                        <GetBalance as ::lexigram::Query>::Output,
+                    >(::core::convert::identity(__result))
+                }
             },
             ::lexigram::query::CachePolicy::new(
                 ::core::time::Duration::from_millis(30000u64),

@@ -426,9 +426,10 @@ impl HandlerContext for EventContext {
 /// Resolution happens once, when the app is built ([`prepare`](Self::prepare)); each call then
 /// only clones what was prepared ([`produce`](Self::produce)), so dispatch does no lookups.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` cannot be a parameter of this lexigram handler",
-    label = "lexigram cannot supply this parameter",
-    note = "after the message, a handler takes `Dep<T>` (provide `T` with `.provide(..)`), `Repository<A>`, `CommandBus`, `QueryBus`, `EventBus`, `MessageMetadata`, or its context (`CommandContext`, `QueryContext` or `EventContext`)"
+    message = "lexigram cannot supply `{Self}` to a handler",
+    label = "not a handler parameter",
+    note = "to take your own `{Self}`, write `Dep<{Self}>` and provide it with `App::builder().provide(..)`",
+    note = "after the message, a handler takes `Dep<T>`, `Repository<A>`, `CommandBus`, `QueryBus`, `EventBus`, `MessageMetadata`, or its context (`CommandContext`, `QueryContext` or `EventContext`)"
 )]
 pub trait HandlerParam<Ctx>: Sized + Send + 'static {
     /// What is resolved once, when the app is built.
@@ -475,6 +476,7 @@ impl<A: Aggregate, Ctx> HandlerParam<Ctx> for Repository<A> {
 
 macro_rules! bus_param {
     ($bus:ty) => {
+        #[diagnostic::do_not_recommend]
         impl<Ctx> HandlerParam<Ctx> for $bus {
             type Prepared = $bus;
             fn prepare(container: &Container) -> Result<$bus, Missing> {
@@ -498,6 +500,7 @@ bus_param!(CommandBus);
 bus_param!(QueryBus);
 bus_param!(EventBus);
 
+#[diagnostic::do_not_recommend]
 impl<Ctx: HandlerContext> HandlerParam<Ctx> for MessageMetadata {
     type Prepared = ();
     fn prepare(_: &Container) -> Result<(), Missing> {
@@ -510,6 +513,7 @@ impl<Ctx: HandlerContext> HandlerParam<Ctx> for MessageMetadata {
 
 macro_rules! context_param {
     ($ctx:ty) => {
+        #[diagnostic::do_not_recommend]
         impl HandlerParam<$ctx> for $ctx {
             type Prepared = ();
             fn prepare(_: &Container) -> Result<(), Missing> {
@@ -557,6 +561,7 @@ impl<T> std::ops::Deref for Injected<T> {
     }
 }
 
+#[diagnostic::do_not_recommend]
 impl<T: FromContainer, Ctx> HandlerParam<Ctx> for Injected<T> {
     type Prepared = Injected<T>;
     fn prepare(container: &Container) -> Result<Injected<T>, Missing> {

@@ -1,0 +1,13 @@
+use lexigram::prelude::*;
+
+#[derive(Command)]
+struct Ping;
+
+struct NotAnError;
+
+#[command_handler]
+async fn ping(_cmd: Ping) -> Result<(), NotAnError> {
+    Ok(())
+}
+
+fn main() {}

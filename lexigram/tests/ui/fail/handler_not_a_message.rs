@@ -1,0 +1,10 @@
+use lexigram::prelude::*;
+
+struct Ping;
+
+#[command_handler]
+async fn ping(_cmd: Ping) -> lexigram::Result<()> {
+    Ok(())
+}
+
+fn main() {}
