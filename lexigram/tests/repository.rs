@@ -362,7 +362,9 @@ async fn force_snapshot_needs_a_store_and_then_takes_one() -> Result<()> {
     let mut account = plain.load("acc-1").await?;
     assert!(matches!(
         plain.force_snapshot(&mut account).await,
-        Err(Error::Config { .. })
+        Err(Error::SnapshotsDisabled {
+            aggregate_type: "Account"
+        })
     ));
 
     let snapshots = InMemorySnapshotStore::new();

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use crate::message::EventEnvelope;
 
-/// One handler's outcome on one event, given to the [`on_handled`](EventBus::on_handled)
-/// and [`on_failed`](EventBus::on_failed) hooks.
+/// One handler's outcome on one event, given to the [`on_handled`](super::EventBus::on_handled)
+/// and [`on_failed`](super::EventBus::on_failed) hooks.
 #[derive(Debug)]
 #[non_exhaustive]
 pub struct HandlerReport<'a> {
