@@ -12,6 +12,7 @@ use std::panic::Location;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
+use tracing::Instrument;
 
 use crate::BoxFuture;
 use crate::context::{Parent, Scope, in_scope};
@@ -297,8 +298,19 @@ impl Registry {
                 message_type,
             });
         };
+        // Every dispatch is traced (`lexigram.command` / `lexigram.query`); what it sends and
+        // the events it publishes belong to its trace.
+        let handler = &*slot.info.name;
+        let span = match self.kind {
+            MessageKind::Command => {
+                tracing::debug_span!("lexigram.command", command = message_type, handler)
+            }
+            MessageKind::Query => {
+                tracing::debug_span!("lexigram.query", query = message_type, handler)
+            }
+        };
         if table.middleware.is_empty() {
-            return entry.invoke(input, scope).await;
+            return entry.invoke(input, scope).instrument(span).await;
         }
         let request = Request::new(
             Box::new(input),
@@ -309,7 +321,7 @@ impl Registry {
             table.cloners.get(&id).copied(),
         );
         let next = Next::new(Arc::clone(&table.middleware), Arc::clone(&slot.endpoint));
-        let response = next.run(request).await?;
+        let response = next.run(request).instrument(span).await?;
         response
             .into_inner::<O>()
             .map_err(|_| Error::MiddlewareType {

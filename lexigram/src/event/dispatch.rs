@@ -77,8 +77,9 @@ impl Shared {
         }
     }
 
-    /// Hands one event to its handlers.
-    pub(super) async fn deliver(&self, envelope: &Arc<EventEnvelope>) {
+    /// Hands one event to its handlers, in a `lexigram.event` span that follows from `cause`
+    /// (the span it was published in), so one request is one trace.
+    pub(super) async fn deliver(&self, envelope: &Arc<EventEnvelope>, cause: &tracing::Span) {
         let routes = self.routes();
         let handlers = routes.handlers_for(&envelope.event_type);
         let span = tracing::debug_span!(
@@ -88,6 +89,7 @@ impl Shared {
             stream_version = envelope.stream_version,
             global_position = envelope.global_position,
         );
+        span.follows_from(cause);
         async {
             match &handlers[..] {
                 [] => {}

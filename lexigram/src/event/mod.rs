@@ -114,7 +114,7 @@ use dead_letter::DeadLetterQueue;
 use dispatch::Shared;
 use hooks::publish_hooks;
 use routes::{Subscriber, Subscriptions};
-use worker::{Lane, Worker, join_until, within};
+use worker::{Lane, Queued, Worker, join_until, within};
 
 struct Inner {
     shared: Arc<Shared>,
@@ -393,7 +393,10 @@ impl EventBus {
                 return Err(closed(&envelope));
             }
             let was_empty = state.events.is_empty();
-            state.events.push_back(envelope);
+            state.events.push_back(Queued {
+                envelope,
+                cause: tracing::Span::current(),
+            });
             room.forget();
             drop(state);
             if was_empty {

@@ -23,8 +23,15 @@ pub(super) struct Lane {
     pub(super) wake: Notify,
 }
 
+/// A published event waiting for its worker, with the span it was published in (the
+/// command that saved it, say), which the span that handles it follows from.
+pub(super) struct Queued {
+    pub(super) envelope: Arc<EventEnvelope>,
+    pub(super) cause: tracing::Span,
+}
+
 pub(super) struct LaneState {
-    pub(super) events: VecDeque<Arc<EventEnvelope>>,
+    pub(super) events: VecDeque<Queued>,
     /// The lane is out of the bus's map (its worker ended or is ending, or the bus stopped):
     /// publishers must not queue into it, and look the lane up again.
     pub(super) retired: bool,
@@ -86,15 +93,15 @@ impl Worker {
             let next = {
                 let mut state = self.lane.state.lock();
                 match state.events.pop_front() {
-                    Some(envelope) => Some(envelope),
+                    Some(queued) => Some(queued),
                     None if state.retired => return,
                     None => None,
                 }
             };
-            if let Some(envelope) = next {
+            if let Some(Queued { envelope, cause }) = next {
                 self.lane.room.add_permits(1);
                 self.in_flight = true;
-                self.shared.deliver(&envelope).await;
+                self.shared.deliver(&envelope, &cause).await;
                 self.in_flight = false;
                 self.shared.finish(1);
                 busy = true;

@@ -187,6 +187,103 @@ pub(crate) mod spans {
         }
     }
 
+    /// Records every span's name and parent (explicit, or the span entered on the thread) and
+    /// every `follows_from` link, to check that one request is one trace.
+    #[derive(Default)]
+    pub(crate) struct TraceRecorder {
+        next: AtomicU64,
+        /// id -> (name, parent)
+        pub(crate) spans: Arc<Mutex<HashMap<u64, (&'static str, Option<u64>)>>>,
+        /// (span, the span it follows from)
+        pub(crate) follows: Arc<Mutex<Vec<(u64, u64)>>>,
+        metadata: Mutex<HashMap<u64, &'static Metadata<'static>>>,
+    }
+
+    impl TraceRecorder {
+        /// The ids of the spans named `name`.
+        pub(crate) fn named(
+            spans: &HashMap<u64, (&'static str, Option<u64>)>,
+            name: &str,
+        ) -> Vec<u64> {
+            let mut ids: Vec<u64> = spans
+                .iter()
+                .filter(|(_, (n, _))| *n == name)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.sort_unstable();
+            ids
+        }
+
+        /// Whether `ancestor` is `span` or one of its parents.
+        pub(crate) fn within(
+            spans: &HashMap<u64, (&'static str, Option<u64>)>,
+            mut span: u64,
+            ancestor: u64,
+        ) -> bool {
+            for _ in 0..64 {
+                if span == ancestor {
+                    return true;
+                }
+                match spans.get(&span).and_then(|(_, parent)| *parent) {
+                    Some(parent) => span = parent,
+                    None => return false,
+                }
+            }
+            false
+        }
+    }
+
+    impl Subscriber for TraceRecorder {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &Attributes<'_>) -> Id {
+            let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+            let parent = span.parent().map(Id::into_u64).or_else(|| {
+                if span.is_contextual() {
+                    ENTERED.with(|stack| stack.borrow().last().copied())
+                } else {
+                    None
+                }
+            });
+            self.spans
+                .lock()
+                .insert(id, (span.metadata().name(), parent));
+            self.metadata.lock().insert(id, span.metadata());
+            Id::from_u64(id)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, span: &Id, follows: &Id) {
+            self.follows
+                .lock()
+                .push((span.into_u64(), follows.into_u64()));
+        }
+        fn event(&self, _: &Event<'_>) {}
+        fn enter(&self, span: &Id) {
+            ENTERED.with(|stack| stack.borrow_mut().push(span.into_u64()));
+        }
+        fn exit(&self, span: &Id) {
+            ENTERED.with(|stack| {
+                let mut stack = stack.borrow_mut();
+                if let Some(at) = stack.iter().rposition(|id| *id == span.into_u64()) {
+                    stack.remove(at);
+                }
+            });
+        }
+        fn clone_span(&self, span: &Id) -> Id {
+            span.clone()
+        }
+        fn current_span(&self) -> tracing_core::span::Current {
+            let current = ENTERED.with(|stack| stack.borrow().last().copied());
+            match current.and_then(|id| Some((id, *self.metadata.lock().get(&id)?))) {
+                Some((id, metadata)) => {
+                    tracing_core::span::Current::new(Id::from_u64(id), metadata)
+                }
+                None => tracing_core::span::Current::none(),
+            }
+        }
+    }
+
     /// Runs `appends` on a single-threaded runtime beside a task that logs `unrelated` at
     /// every turn, and returns (unrelated events, of those inside `lexigram.append`).
     pub(crate) fn unrelated_events_inside_appends<F>(appends: F) -> (u64, u64)
