@@ -2,8 +2,8 @@
 //! aggregates, each with the `file:line` of its declaration so bootstrap errors can point at it.
 
 use crate::aggregate::Aggregate;
-use crate::message::{Command, Event, Query};
 use crate::error::{BootstrapReport, Problem, SchemaError};
+use crate::message::{Command, Event, Query};
 use crate::schema::{EventType, SchemaRegistry};
 
 pub use crate::error::Location;

@@ -146,7 +146,10 @@ async fn a_handler_error_is_wrapped_naming_command_and_handler_with_the_source_d
         !err.to_string().contains("insufficient funds"),
         "the message does not repeat its source: {err}"
     );
-    assert!(format!("{err:?}").ends_with("Caused by:\n    insufficient funds: 9"), "{err:?}");
+    assert!(
+        format!("{err:?}").ends_with("Caused by:\n    insufficient funds: 9"),
+        "{err:?}"
+    );
     // The standard error chain reaches it too.
     let chained = std::error::Error::source(&err).map(ToString::to_string);
     assert_eq!(chained.as_deref(), Some("insufficient funds: 9"));

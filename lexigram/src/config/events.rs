@@ -558,7 +558,6 @@ impl EventsConfig {
     }
 }
 
-
 impl EventsConfig {
     /// Opens the configured event store and the snapshot store that belongs to it (keeping
     /// `snapshots.keep` per aggregate), reading events through `schema`: what

@@ -9,10 +9,10 @@ mod container;
 mod events;
 mod wiring;
 
+pub use crate::error::{BootstrapReport, Problem};
 pub use app::{App, AppBuilder, ComponentHealth, HealthReport, HealthStatus, Module};
 pub use container::{Container, Dep};
 pub use events::{EventsModule, HandlerScope};
-pub use crate::error::{BootstrapReport, Problem};
 pub use wiring::{
     FromContainer, HandlerContext, HandlerKind, HandlerParam, HandlerRegistration, HandlerSite,
     Injected, Missing, Stores, Wiring, handlers, inject_field,
