@@ -187,13 +187,16 @@ pub(crate) mod spans {
         }
     }
 
+    /// Every span: id -> (name, parent).
+    pub(crate) type SpanTree = HashMap<u64, (&'static str, Option<u64>)>;
+
     /// Records every span's name and parent (explicit, or the span entered on the thread) and
     /// every `follows_from` link, to check that one request is one trace.
     #[derive(Default)]
     pub(crate) struct TraceRecorder {
         next: AtomicU64,
         /// id -> (name, parent)
-        pub(crate) spans: Arc<Mutex<HashMap<u64, (&'static str, Option<u64>)>>>,
+        pub(crate) spans: Arc<Mutex<SpanTree>>,
         /// (span, the span it follows from)
         pub(crate) follows: Arc<Mutex<Vec<(u64, u64)>>>,
         metadata: Mutex<HashMap<u64, &'static Metadata<'static>>>,
@@ -201,10 +204,7 @@ pub(crate) mod spans {
 
     impl TraceRecorder {
         /// The ids of the spans named `name`.
-        pub(crate) fn named(
-            spans: &HashMap<u64, (&'static str, Option<u64>)>,
-            name: &str,
-        ) -> Vec<u64> {
+        pub(crate) fn named(spans: &SpanTree, name: &str) -> Vec<u64> {
             let mut ids: Vec<u64> = spans
                 .iter()
                 .filter(|(_, (n, _))| *n == name)
@@ -215,11 +215,7 @@ pub(crate) mod spans {
         }
 
         /// Whether `ancestor` is `span` or one of its parents.
-        pub(crate) fn within(
-            spans: &HashMap<u64, (&'static str, Option<u64>)>,
-            mut span: u64,
-            ancestor: u64,
-        ) -> bool {
+        pub(crate) fn within(spans: &SpanTree, mut span: u64, ancestor: u64) -> bool {
             for _ in 0..64 {
                 if span == ancestor {
                     return true;
