@@ -1,7 +1,9 @@
 //! The macros generate a few lines per item and call these generic functions, each at the span
-//! of the token it checks: a handler parameter is resolved by [`prepare`] at the parameter's
-//! type, its result is converted by [`handler_result`] at its return type, a
-//! `#[derive(FromContainer)]` field by [`field`] at the field's type. Each bound a user can get
+//! of the token it checks: a handler parameter is resolved by
+//! [`prepare`](crate::__private::prepare) at the parameter's type, its result is converted by
+//! [`handler_result`](crate::__private::handler_result) at its return type, a
+//! `#[derive(FromContainer)]` field by [`field`](crate::__private::field) at the field's type.
+//! Each bound a user can get
 //! wrong is written once, on a trait with a lexigram sentence, and nothing else in the
 //! expansion depends on it, so one mistake is one error.
 
@@ -20,7 +22,7 @@ use crate::module::{Container, Missing};
 /// A handler parameter resolved when the app is built: produces its value for each call.
 ///
 /// It names no bound on `P`, so the closure the macros register does not repeat the
-/// `P: HandlerParam<Ctx>` check [`prepare`] made at the parameter.
+/// `P: HandlerParam<Ctx>` check [`prepare`](crate::__private::prepare) made at the parameter.
 pub struct Prepared<P, Ctx>(Arc<dyn Fn(&Ctx) -> P + Send + Sync>);
 
 impl<P, Ctx> Prepared<P, Ctx> {
