@@ -258,7 +258,9 @@ async fn main() -> Result<(), lexigram::Error> {
         })
         .await
     {
-        println!("  refused: {err}");
+        // The message names the command and handler; the handler's own error is its source.
+        let reason = std::error::Error::source(&err).map_or_else(String::new, |e| format!(": {e}"));
+        println!("  refused: {err}{reason}");
     }
 
     println!("Two tellers credit Ada at the same time");
