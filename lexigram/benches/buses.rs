@@ -8,7 +8,7 @@
 //!   eviction) in a cache kept full at 10 and at 10 000 entries, against
 //!   `query_cache_miss/uncached_floor`, the same handler registered without cache.
 //!
-//! `cargo bench -p lexigram --bench buses -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p lexigram-events --bench buses -- --warm-up-time 1 --measurement-time 3`
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,6 +1,6 @@
 //! Core benchmarks: in-memory appends and reads, aggregate loads with and without snapshot.
 //!
-//! Run: `cargo bench -p lexigram --bench core`
+//! Run: `cargo bench -p lexigram-events --bench core`
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 

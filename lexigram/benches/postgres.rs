@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! LEXIGRAM_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres \
-//!   cargo bench -p lexigram --features postgres --bench postgres -- --warm-up-time 1 --measurement-time 3
+//!   cargo bench -p lexigram-events --features postgres --bench postgres -- --warm-up-time 1 --measurement-time 3
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
