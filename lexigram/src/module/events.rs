@@ -174,9 +174,16 @@ impl Module for EventsModule {
         let (events, snapshot_store) = match self.config.open_stores(Arc::clone(&schema)).await {
             Ok(stores) => stores,
             Err(err) => {
+                // A report line has no source chain: the causes go into the sentence.
+                let mut causes = String::new();
+                let mut cause = std::error::Error::source(&err);
+                while let Some(source) = cause {
+                    causes.push_str(&format!(" ({source})"));
+                    cause = source.source();
+                }
                 problems.push(
                     Problem::new(format!(
-                        "cannot open the {} store: {err}",
+                        "cannot open the {} store: {err}{causes}",
                         self.config.store.backend()
                     ))
                     .help("check `store` in the configuration and that the database is reachable"),

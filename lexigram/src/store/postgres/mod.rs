@@ -313,16 +313,13 @@ impl PostgresEventStore {
             return Err(match err {
                 sqlx::Error::Database(db) if !transient => Error::EventPersistence {
                     stream: StreamId::from(stream),
-                    reason: format!(
-                        "the server refused the append ({}); nothing was written",
-                        db.message()
-                    ),
+                    reason: "the server refused the append (the database error is the source); nothing was written".to_owned(),
                     source: Some(Box::new(sqlx::Error::Database(db))),
                 },
                 other => Error::StoreConnection {
                     backend: PostgresDialect::BACKEND,
                     reason: format!(
-                        "appending to stream `{stream}` failed ({other}); the append is atomic, so it wrote all its events or none: retrying it with the same event ids is safe"
+                        "appending to stream `{stream}` failed; the append is atomic, so it wrote all its events or none: retrying it with the same event ids is safe"
                     ),
                     source: Some(Box::new(other)),
                 },

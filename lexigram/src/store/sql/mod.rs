@@ -115,7 +115,8 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
         }
         Error::StoreConnection {
             backend: Self::BACKEND,
-            reason: format!("{what} failed ({err}); {}", Self::OUTAGE_HINT),
+            // The driver's error is the source, not part of the message (printed once).
+            reason: format!("{what} failed; {}", Self::OUTAGE_HINT),
             source: Some(Box::new(err)),
         }
     }
