@@ -83,3 +83,50 @@ fn an_event_handlers_span_follows_from_the_command_that_saved_the_event() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_w3c_trace_context_of_a_command_is_stored_with_its_events_and_reaches_their_handlers() {
+    use lexigram::message::{MessageMetadata, TraceContext};
+    use lexigram::store::{EventStore, VersionRange};
+
+    let context =
+        TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+    let events = EventBus::new();
+    let seen = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    events.subscribe(move |_: Deposited, ctx: EventContext| {
+        log.lock()
+            .push(ctx.envelope().metadata.trace_context().cloned());
+        async { Ok::<_, std::convert::Infallible>(()) }
+    });
+    let store = InMemoryEventStore::new();
+    let accounts =
+        Repository::<Account>::new(store.clone()).with_publisher(Arc::new(events.clone()));
+    let commands = CommandBus::new();
+    commands
+        .register_fn(move |_: Open, _: CommandContext| {
+            let accounts = accounts.clone();
+            async move {
+                let mut account = accounts.load("acc-1").await?;
+                account.record(Deposited { amount: 5 })?;
+                accounts.save(&mut account).await?;
+                Ok::<_, lexigram::Error>(())
+            }
+        })
+        .unwrap();
+    commands
+        .dispatch_with(
+            Open,
+            MessageMetadata::new().with_trace_context(context.clone()),
+        )
+        .await
+        .unwrap();
+    events.drain().await;
+    let stored = store.read("acc-1", VersionRange::all()).await.unwrap();
+    assert_eq!(
+        stored[0].metadata.trace_context(),
+        Some(&context),
+        "stored with the event"
+    );
+    assert_eq!(*seen.lock(), [Some(context)], "the event handler sees it");
+}

@@ -36,6 +36,8 @@ pub struct MessageMetadata {
     tenant_id: Option<Arc<str>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     custom: Arc<BTreeMap<String, serde_json::Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace_context: Option<TraceContext>,
 }
 
 impl MessageMetadata {
@@ -49,11 +51,13 @@ impl MessageMetadata {
             user_id: None,
             tenant_id: None,
             custom: Arc::default(),
+            trace_context: None,
         }
     }
 
-    /// Metadata for a message caused by `parent`: same correlation, user, tenant and custom
-    /// values; the parent's message id as causation id; a fresh message id and timestamp.
+    /// Metadata for a message caused by `parent`: same correlation, user, tenant, custom
+    /// values and trace context; the parent's message id as causation id; a fresh message id
+    /// and timestamp.
     pub fn caused_by(parent: &MessageMetadata) -> Self {
         Self {
             message_id: MessageId::new(),
@@ -63,6 +67,7 @@ impl MessageMetadata {
             user_id: parent.user_id.clone(),
             tenant_id: parent.tenant_id.clone(),
             custom: Arc::clone(&parent.custom),
+            trace_context: parent.trace_context.clone(),
         }
     }
 
@@ -105,6 +110,15 @@ impl MessageMetadata {
     #[must_use]
     pub fn with_tenant_id(mut self, tenant: impl Into<Arc<str>>) -> Self {
         self.tenant_id = Some(tenant.into());
+        self
+    }
+
+    /// Sets the W3C trace context of the request this message belongs to (from an incoming
+    /// `traceparent` header, say). Every message it causes inherits it, and events store it,
+    /// so a reaction that runs later, in another process, can continue the same trace.
+    #[must_use]
+    pub fn with_trace_context(mut self, context: TraceContext) -> Self {
+        self.trace_context = Some(context);
         self
     }
 
@@ -154,9 +168,96 @@ impl MessageMetadata {
         self.custom.get(key)
     }
 
+    /// The W3C trace context of the request, if one was given.
+    pub fn trace_context(&self) -> Option<&TraceContext> {
+        self.trace_context.as_ref()
+    }
+
     /// Every custom value, ordered by key.
     pub fn custom_values(&self) -> &BTreeMap<String, serde_json::Value> {
         &self.custom
+    }
+}
+
+/// A [W3C trace context](https://www.w3.org/TR/trace-context/): the `traceparent` header
+/// (`version-traceid-parentid-flags`), and the vendor `tracestate` when there is one.
+///
+/// lexigram does not create traces; it carries the one a request came with (see
+/// [`MessageMetadata::with_trace_context`]) to everything the request causes, stored events
+/// included.
+///
+/// ```
+/// use lexigram::message::{MessageMetadata, TraceContext};
+///
+/// let context = TraceContext::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+///     .expect("a valid traceparent");
+/// assert_eq!(context.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+/// let request = MessageMetadata::new().with_trace_context(context.clone());
+/// let caused = MessageMetadata::caused_by(&request);
+/// assert_eq!(caused.trace_context(), Some(&context));
+/// assert!(TraceContext::parse("00-00000000000000000000000000000000-00f067aa0ba902b7-01").is_none());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TraceContext {
+    traceparent: Arc<str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tracestate: Option<Arc<str>>,
+}
+
+impl TraceContext {
+    /// A `traceparent` header value, or `None` when it is not one: two lowercase hex
+    /// characters of version (not `ff`), 32 of trace id and 16 of parent id (neither all
+    /// zeros), 2 of flags, separated by `-`.
+    pub fn parse(traceparent: &str) -> Option<Self> {
+        let parts: Vec<&str> = traceparent.trim().split('-').collect();
+        let [version, trace_id, parent_id, flags] = parts[..] else {
+            return None;
+        };
+        let hex = |part: &str, len: usize| {
+            part.len() == len
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        };
+        let zeros = |part: &str| part.bytes().all(|b| b == b'0');
+        let valid = hex(version, 2)
+            && version != "ff"
+            && hex(trace_id, 32)
+            && !zeros(trace_id)
+            && hex(parent_id, 16)
+            && !zeros(parent_id)
+            && hex(flags, 2);
+        valid.then(|| Self {
+            traceparent: Arc::from(traceparent.trim()),
+            tracestate: None,
+        })
+    }
+
+    /// Adds the `tracestate` header value.
+    #[must_use]
+    pub fn with_tracestate(mut self, tracestate: impl Into<Arc<str>>) -> Self {
+        self.tracestate = Some(tracestate.into());
+        self
+    }
+
+    /// The `traceparent` header value.
+    pub fn traceparent(&self) -> &str {
+        &self.traceparent
+    }
+
+    /// The trace id: 32 hex characters shared by every span of the trace.
+    pub fn trace_id(&self) -> &str {
+        self.traceparent.get(3..35).unwrap_or_default()
+    }
+
+    /// The id of the span the request came from: 16 hex characters.
+    pub fn parent_id(&self) -> &str {
+        self.traceparent.get(36..52).unwrap_or_default()
+    }
+
+    /// The `tracestate` header value, if any.
+    pub fn tracestate(&self) -> Option<&str> {
+        self.tracestate.as_deref()
     }
 }
 

@@ -40,7 +40,7 @@ mod version;
 pub use envelope::{EventEnvelope, NewEvent, Payload};
 pub(crate) use ids::check_stream_id;
 pub use ids::{AggregateId, CorrelationId, EventId, MAX_STREAM_ID_BYTES, MessageId, StreamId};
-pub use metadata::MessageMetadata;
+pub use metadata::{MessageMetadata, TraceContext};
 pub use version::ExpectedVersion;
 
 use serde::Serialize;
