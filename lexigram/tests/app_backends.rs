@@ -95,10 +95,7 @@ async fn postgres_backed_app_persists_across_restarts() -> Result<(), Error> {
     let Some(db) = support::postgres::TestDb::create().await else {
         return Ok(());
     };
-    let config = EventsConfig {
-        store: StoreConfig::Postgres(db.config()),
-        ..EventsConfig::memory()
-    };
+    let config = EventsConfig::memory().store(StoreConfig::Postgres(db.config()));
     write_then_reopen(config).await
 }
 

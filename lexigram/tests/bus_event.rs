@@ -47,10 +47,7 @@ type Log<T> = Arc<Mutex<Vec<T>>>;
 /// The default configuration with exact retry waits, so tests can name them (jitter has a
 /// test of its own).
 fn config() -> EventBusConfig {
-    EventBusConfig {
-        retry_jitter: 0.0,
-        ..EventBusConfig::default()
-    }
+    EventBusConfig::default().retry_jitter(0.0)
 }
 
 fn bus_with(change: impl FnOnce(&mut EventBusConfig)) -> Result<EventBus, lexigram::Error> {
@@ -105,11 +102,9 @@ fn the_default_configuration_is_the_seeds() -> TestResult {
     let back: EventBusConfig = serde_json::from_value(json)?;
     assert_eq!(back, c);
 
-    let bad = EventBusConfig {
-        queue_capacity: 0,
-        max_concurrent_handlers: 0,
-        ..EventBusConfig::default()
-    };
+    let bad = EventBusConfig::default()
+        .queue_capacity(0)
+        .max_concurrent_handlers(0);
     let Err(lexigram::Error::Config { problems }) = EventBus::with_config(bad) else {
         return Err("expected a config error".into());
     };

@@ -164,13 +164,9 @@ impl Auditor {
 
 async fn app() -> Result<App, Error> {
     App::builder()
-        .module(EventsModule::configure(EventsConfig {
-            event_bus: lexigram::event::EventBusConfig {
-                parallel_dispatch: false,
-                ..Default::default()
-            },
-            ..EventsConfig::memory()
-        }))
+        .module(EventsModule::configure(EventsConfig::memory().event_bus(
+            lexigram::event::EventBusConfig::default().parallel_dispatch(false),
+        )))
         .provide(Journal::default())
         .provide_arc::<dyn Clock>(Arc::new(Fixed))
         .provide(Reports { prefix: "r" })
@@ -302,10 +298,7 @@ async fn overrides_replace_what_modules_provide() -> Result<(), Error> {
         .provide(Journal::default())
         .provide_arc::<dyn Clock>(Arc::new(Fixed))
         .provide(Reports { prefix: "r" })
-        .replace(EventsConfig {
-            service_name: "overridden".into(),
-            ..EventsConfig::memory()
-        })
+        .replace(EventsConfig::memory().service_name("overridden"))
         .build()
         .await?;
     assert_eq!(

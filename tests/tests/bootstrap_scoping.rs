@@ -43,10 +43,7 @@ async fn a_handler_in_an_otherwise_empty_module_is_discovered() -> Result<(), Er
 
 #[tokio::test]
 async fn handler_modules_excludes_the_rest() -> Result<(), Error> {
-    let config = EventsConfig {
-        handler_modules: vec!["bootstrap_scoping::billing".into()],
-        ..EventsConfig::memory()
-    };
+    let config = EventsConfig::memory().handler_modules(vec!["bootstrap_scoping::billing".into()]);
     let app = App::builder()
         .module(EventsModule::configure(config))
         .build()
@@ -68,10 +65,7 @@ async fn handler_modules_excludes_the_rest() -> Result<(), Error> {
 
 #[tokio::test]
 async fn a_prefix_matches_whole_path_segments_only() -> Result<(), Error> {
-    let config = EventsConfig {
-        handler_modules: vec!["bootstrap_scoping::bill".into()],
-        ..EventsConfig::memory()
-    };
+    let config = EventsConfig::memory().handler_modules(vec!["bootstrap_scoping::bill".into()]);
     let app = App::builder()
         .module(EventsModule::configure(config))
         .build()

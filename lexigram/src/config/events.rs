@@ -242,6 +242,7 @@ impl StoreConfig {
 /// A key left out of a `[snapshots]` table takes its default; an unknown key is an error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct SnapshotConfig {
     /// Snapshot once this many events were applied since the last snapshot.
     pub every_events: Option<u64>,
@@ -264,6 +265,27 @@ impl Default for SnapshotConfig {
 }
 
 impl SnapshotConfig {
+    /// Sets `every_events`: snapshot once this many events were applied since the last one.
+    #[must_use]
+    pub fn every_events(mut self, every_events: Option<u64>) -> Self {
+        self.every_events = every_events;
+        self
+    }
+
+    /// Sets `interval_ms`: snapshot at most once per this many milliseconds.
+    #[must_use]
+    pub fn interval_ms(mut self, interval_ms: Option<u64>) -> Self {
+        self.interval_ms = interval_ms;
+        self
+    }
+
+    /// Sets `keep`: how many snapshots to keep per aggregate.
+    #[must_use]
+    pub fn keep(mut self, keep: usize) -> Self {
+        self.keep = keep;
+        self
+    }
+
     /// The policy these settings describe.
     pub fn policy(&self) -> crate::snapshot::SnapshotPolicy {
         use crate::snapshot::SnapshotPolicy;
@@ -320,6 +342,7 @@ impl SnapshotConfig {
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct EventsConfig {
     /// The service's name, for logs and health reports.
     pub service_name: String,
@@ -352,6 +375,48 @@ impl Default for EventsConfig {
 const ENV_PREFIX: &str = "LEXIGRAM__";
 
 impl EventsConfig {
+    /// Sets `service_name`: the service's name, for logs and health reports.
+    #[must_use]
+    pub fn service_name(mut self, service_name: impl Into<String>) -> Self {
+        self.service_name = service_name.into();
+        self
+    }
+
+    /// Sets `store`: the event and snapshot store.
+    #[must_use]
+    pub fn store(mut self, store: StoreConfig) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// Sets `snapshots`: the snapshot policy of repositories.
+    #[must_use]
+    pub fn snapshots(mut self, snapshots: SnapshotConfig) -> Self {
+        self.snapshots = snapshots;
+        self
+    }
+
+    /// Sets `event_bus`: the in-process event bus.
+    #[must_use]
+    pub fn event_bus(mut self, event_bus: crate::event::EventBusConfig) -> Self {
+        self.event_bus = event_bus;
+        self
+    }
+
+    /// Sets `shutdown_timeout_ms`: how long shutdown waits for the event bus to drain.
+    #[must_use]
+    pub fn shutdown_timeout_ms(mut self, shutdown_timeout_ms: u64) -> Self {
+        self.shutdown_timeout_ms = shutdown_timeout_ms;
+        self
+    }
+
+    /// Sets `handler_modules`: module path prefixes handlers must live under to be wired.
+    #[must_use]
+    pub fn handler_modules(mut self, handler_modules: Vec<String>) -> Self {
+        self.handler_modules = handler_modules;
+        self
+    }
+
     /// In-memory stores and default buses.
     pub fn memory() -> Self {
         Self::default()

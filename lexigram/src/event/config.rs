@@ -26,7 +26,9 @@ use crate::error::{Error, Result};
 /// | `worker_idle_timeout` | 30 s |
 ///
 /// Serialized durations are whole milliseconds (`handler_timeout_ms`, ...); missing fields
-/// take their defaults.
+/// take their defaults. In code, start from the default and set what differs
+/// (`EventBusConfig::default().queue_capacity(100).retry_jitter(0.0)`): the struct is
+/// `#[non_exhaustive]`, so it can grow without breaking callers.
 ///
 /// ```
 /// use lexigram::event::EventBusConfig;
@@ -38,6 +40,7 @@ use crate::error::{Error, Result};
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct EventBusConfig {
     /// At most this many handler calls run at once, bus-wide (at least 1).
     pub max_concurrent_handlers: usize,
@@ -112,6 +115,111 @@ impl Default for EventBusConfig {
 }
 
 impl EventBusConfig {
+    /// Sets `max_concurrent_handlers`: at most this many handler calls at once, bus-wide.
+    #[must_use]
+    pub fn max_concurrent_handlers(mut self, max_concurrent_handlers: usize) -> Self {
+        self.max_concurrent_handlers = max_concurrent_handlers;
+        self
+    }
+
+    /// Sets `handler_timeout`: each attempt is cancelled after this long.
+    #[must_use]
+    pub fn handler_timeout(mut self, handler_timeout: Duration) -> Self {
+        self.handler_timeout = handler_timeout;
+        self
+    }
+
+    /// Sets `retry_failed_handlers`: whether a failed handler is called again.
+    #[must_use]
+    pub fn retry_failed_handlers(mut self, retry_failed_handlers: bool) -> Self {
+        self.retry_failed_handlers = retry_failed_handlers;
+        self
+    }
+
+    /// Sets `max_handler_retries`: how many times a failed handler is called again.
+    #[must_use]
+    pub fn max_handler_retries(mut self, max_handler_retries: u32) -> Self {
+        self.max_handler_retries = max_handler_retries;
+        self
+    }
+
+    /// Sets `retry_initial_backoff`: the wait before the first retry.
+    #[must_use]
+    pub fn retry_initial_backoff(mut self, retry_initial_backoff: Duration) -> Self {
+        self.retry_initial_backoff = retry_initial_backoff;
+        self
+    }
+
+    /// Sets `retry_backoff_multiplier`: each next wait is the previous one times this.
+    #[must_use]
+    pub fn retry_backoff_multiplier(mut self, retry_backoff_multiplier: f64) -> Self {
+        self.retry_backoff_multiplier = retry_backoff_multiplier;
+        self
+    }
+
+    /// Sets `retry_max_backoff`: no wait is longer than this.
+    #[must_use]
+    pub fn retry_max_backoff(mut self, retry_max_backoff: Duration) -> Self {
+        self.retry_max_backoff = retry_max_backoff;
+        self
+    }
+
+    /// Sets `retry_jitter`: each wait is cut by a random fraction of up to this (0 to 1).
+    #[must_use]
+    pub fn retry_jitter(mut self, retry_jitter: f64) -> Self {
+        self.retry_jitter = retry_jitter;
+        self
+    }
+
+    /// Sets `enable_dead_letter`: whether failed events are kept for inspection and replay.
+    #[must_use]
+    pub fn enable_dead_letter(mut self, enable_dead_letter: bool) -> Self {
+        self.enable_dead_letter = enable_dead_letter;
+        self
+    }
+
+    /// Sets `allow_no_handlers`: whether publishing an event nobody handles is fine.
+    #[must_use]
+    pub fn allow_no_handlers(mut self, allow_no_handlers: bool) -> Self {
+        self.allow_no_handlers = allow_no_handlers;
+        self
+    }
+
+    /// Sets `parallel_dispatch`: whether the handlers of one event run concurrently.
+    #[must_use]
+    pub fn parallel_dispatch(mut self, parallel_dispatch: bool) -> Self {
+        self.parallel_dispatch = parallel_dispatch;
+        self
+    }
+
+    /// Sets `continue_on_error`: in sequential dispatch, whether later handlers still run after one failed.
+    #[must_use]
+    pub fn continue_on_error(mut self, continue_on_error: bool) -> Self {
+        self.continue_on_error = continue_on_error;
+        self
+    }
+
+    /// Sets `queue_capacity`: how many events may wait per event type.
+    #[must_use]
+    pub fn queue_capacity(mut self, queue_capacity: usize) -> Self {
+        self.queue_capacity = queue_capacity;
+        self
+    }
+
+    /// Sets `dead_letter_capacity`: how many dead letters are kept.
+    #[must_use]
+    pub fn dead_letter_capacity(mut self, dead_letter_capacity: usize) -> Self {
+        self.dead_letter_capacity = dead_letter_capacity;
+        self
+    }
+
+    /// Sets `worker_idle_timeout`: an event type's task ends after its queue was empty this long.
+    #[must_use]
+    pub fn worker_idle_timeout(mut self, worker_idle_timeout: Duration) -> Self {
+        self.worker_idle_timeout = worker_idle_timeout;
+        self
+    }
+
     /// Every problem with this configuration, as [`Error::Config`].
     pub fn validate(&self) -> Result<()> {
         let mut problems = Vec::new();

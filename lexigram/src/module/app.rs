@@ -69,6 +69,7 @@ pub enum HealthStatus {
 
 /// One component's health.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct ComponentHealth {
     /// The component (`event_store`, `event_bus`, ...).
     pub name: String,
@@ -91,6 +92,7 @@ impl ComponentHealth {
 
 /// The health of every component; the app's status is the worst of them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
 pub struct HealthReport {
     /// The worst component status (healthy when there are none).
     pub status: HealthStatus,
