@@ -291,29 +291,9 @@ impl EventStore for InMemoryEventStore {
         if events.is_empty() {
             return Ok(AppendResult::new(actual, Vec::new(), now));
         }
-        let mut seen = std::collections::HashSet::with_capacity(events.len());
-        for event in &events {
-            if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(event.payload.as_str())
-            {
-                return Err(Error::EventPersistence {
-                    stream: StreamId::from(stream),
-                    reason: format!(
-                        "the payload of event `{}` ({}) is not valid JSON; encode events with `Payload::encode`",
-                        event.event_type, event.event_id
-                    ),
-                    source: Some(Box::new(err)),
-                });
-            }
-            if inner.ids.contains_key(&event.event_id) || !seen.insert(event.event_id) {
-                return Err(Error::EventPersistence {
-                    stream: StreamId::from(stream),
-                    reason: format!(
-                        "event id {} appears twice; give every event its own id",
-                        event.event_id
-                    ),
-                    source: None,
-                });
-            }
+        super::check_batch(stream, &events)?;
+        if let Some(stored) = events.iter().find(|e| inner.ids.contains_key(&e.event_id)) {
+            return Err(super::duplicate_id(stream, stored.event_id, None));
         }
 
         let hash = stream_hash(stream);

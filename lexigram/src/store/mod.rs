@@ -53,6 +53,7 @@ pub(crate) mod sql;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
 
+use std::collections::HashSet;
 use std::fmt;
 
 use async_trait::async_trait;
@@ -60,8 +61,8 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::{self, BoxStream, StreamExt};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::message::{EventEnvelope, NewEvent, StreamId};
+use crate::error::{BoxError, Error, Result};
+use crate::message::{EventEnvelope, EventId, NewEvent, StreamId};
 
 pub(crate) use crate::message::check_stream_id;
 pub use crate::message::{ExpectedVersion, MAX_STREAM_ID_BYTES};
@@ -72,6 +73,38 @@ pub use postgres::{PostgresConfig, PostgresEventStore, Wakeups};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use sqlite::{SqliteConfig, SqliteEventStore};
+
+/// Checks a batch before it is written: valid JSON payloads, no id twice.
+pub(crate) fn check_batch(stream: &str, events: &[NewEvent]) -> Result<()> {
+    let mut seen = HashSet::with_capacity(events.len());
+    for event in events {
+        if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(event.payload.as_str()) {
+            return Err(Error::EventPersistence {
+                stream: StreamId::from(stream),
+                reason: format!(
+                    "the payload of event `{}` ({}) is not valid JSON; encode events with `Payload::encode`",
+                    event.event_type, event.event_id
+                ),
+                source: Some(Box::new(err)),
+            });
+        }
+        if !seen.insert(event.event_id) {
+            return Err(duplicate_id(stream, event.event_id, None));
+        }
+    }
+    Ok(())
+}
+
+/// The error for an event id that is stored already (or twice in one batch).
+pub(crate) fn duplicate_id(stream: &str, id: EventId, source: Option<BoxError>) -> Error {
+    Error::EventPersistence {
+        stream: StreamId::from(stream),
+        reason: format!(
+            "event id {id} appears twice or is already stored, and this append is not an exact retry of the one that stored it; give every new event its own id"
+        ),
+        source,
+    }
+}
 
 /// The versions `(start, end]` a retried append of `count` events must have been stored at,
 /// when its first event id is stored at `first_version`. `None` when they would pass

@@ -1,10 +1,8 @@
 //! What every SQL append checks before it writes, and how it recognises a retry.
 
-use std::collections::HashSet;
-
 use chrono::{DateTime, Utc};
 
-use crate::error::{BoxError, Error, Result};
+use crate::error::{Error, Result};
 use crate::message::{EventId, NewEvent, StreamId};
 use crate::store::{AppendResult, not_a_retry};
 
@@ -34,38 +32,6 @@ pub(crate) fn is_transient(err: &sqlx::Error) -> bool {
                 || matches!(&*code, "57014" | "40001" | "40P01" | "55P03")
         }),
         _ => false,
-    }
-}
-
-/// Checks a batch before it is written: valid JSON payloads, no id twice.
-pub(crate) fn check_batch(stream: &str, events: &[NewEvent]) -> Result<()> {
-    let mut seen = HashSet::with_capacity(events.len());
-    for event in events {
-        if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(event.payload.as_str()) {
-            return Err(Error::EventPersistence {
-                stream: StreamId::from(stream),
-                reason: format!(
-                    "the payload of event `{}` ({}) is not valid JSON; encode events with `Payload::encode`",
-                    event.event_type, event.event_id
-                ),
-                source: Some(Box::new(err)),
-            });
-        }
-        if !seen.insert(event.event_id) {
-            return Err(duplicate_id(stream, event.event_id, None));
-        }
-    }
-    Ok(())
-}
-
-/// The error for an event id that is stored already (or twice in one batch).
-pub(crate) fn duplicate_id(stream: &str, id: EventId, source: Option<BoxError>) -> Error {
-    Error::EventPersistence {
-        stream: StreamId::from(stream),
-        reason: format!(
-            "event id {id} appears twice or is already stored, and this append is not an exact retry of the one that stored it; give every new event its own id"
-        ),
-        source,
     }
 }
 

@@ -33,7 +33,8 @@ use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction,
 use crate::error::{Error, Result};
 use crate::message::EventId;
 
-pub(crate) use append::{StoredSlot, check_batch, duplicate_id, is_transient, metadata_text};
+pub(crate) use super::{check_batch, duplicate_id};
+pub(crate) use append::{StoredSlot, is_transient, metadata_text};
 #[cfg(feature = "postgres")]
 pub(crate) use config::option_duration_ms;
 pub(crate) use config::{check_identifier, duration_ms};
