@@ -192,18 +192,27 @@ async fn bad_rows_fail_alone_with_typed_errors() -> lexigram::Result<()> {
 
 #[test]
 fn an_append_never_leaves_its_span_entered_while_other_tasks_run() {
+    if !support::alone("an_append_never_leaves_its_span_entered_while_other_tasks_run") {
+        return;
+    }
     let files = TempFiles::default();
     let config = files.config();
-    let (unrelated, inside) = support::spans::unrelated_events_inside_appends(async move {
-        let store = SqliteEventStore::connect(&config).await.unwrap();
-        for n in 0..50 {
-            let event = NewEvent::new("E", 1, Payload::encode(&n).unwrap(), MessageMetadata::new());
-            store
-                .append("s", vec![event], ExpectedVersion::Any)
-                .await
-                .unwrap();
-        }
-    });
+    let (unrelated, inside, appends) =
+        support::spans::unrelated_events_inside_appends(async move {
+            let store = SqliteEventStore::connect(&config).await.unwrap();
+            for n in 0..50 {
+                let event =
+                    NewEvent::new("E", 1, Payload::encode(&n).unwrap(), MessageMetadata::new());
+                store
+                    .append("s", vec![event], ExpectedVersion::Any)
+                    .await
+                    .unwrap();
+            }
+        });
+    assert_eq!(
+        appends, 50,
+        "each append opened its span (the check is not vacuous)"
+    );
     assert!(
         unrelated > 50,
         "the other task ran during the appends ({unrelated} lines)"

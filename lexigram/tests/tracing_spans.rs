@@ -22,6 +22,9 @@ impl Command for Open {
 
 #[test]
 fn an_event_handlers_span_follows_from_the_command_that_saved_the_event() {
+    if !support::alone("an_event_handlers_span_follows_from_the_command_that_saved_the_event") {
+        return;
+    }
     let recorder = TraceRecorder::default();
     let (spans, follows) = (Arc::clone(&recorder.spans), Arc::clone(&recorder.follows));
     let _default = tracing::subscriber::set_default(recorder);

@@ -119,8 +119,8 @@ pub(crate) mod spans {
         message: &'static str,
         next: AtomicU64,
         names: Mutex<HashMap<u64, &'static str>>,
-        /// (events with the message, of those inside the span)
-        pub(crate) seen: Arc<(AtomicU64, AtomicU64)>,
+        /// (events with the message, of those inside the span, spans of that name opened)
+        pub(crate) seen: Arc<(AtomicU64, AtomicU64, AtomicU64)>,
     }
 
     impl LeakDetector {
@@ -151,6 +151,9 @@ pub(crate) mod spans {
         }
         fn new_span(&self, span: &Attributes<'_>) -> Id {
             let id = self.next.fetch_add(1, Ordering::Relaxed);
+            if span.metadata().name() == self.span {
+                self.seen.2.fetch_add(1, Ordering::Relaxed);
+            }
             self.names.lock().insert(id, span.metadata().name());
             Id::from_u64(id)
         }
@@ -281,8 +284,9 @@ pub(crate) mod spans {
     }
 
     /// Runs `appends` on a single-threaded runtime beside a task that logs `unrelated` at
-    /// every turn, and returns (unrelated events, of those inside `lexigram.append`).
-    pub(crate) fn unrelated_events_inside_appends<F>(appends: F) -> (u64, u64)
+    /// every turn, and returns (unrelated events, of those inside `lexigram.append`,
+    /// `lexigram.append` spans opened).
+    pub(crate) fn unrelated_events_inside_appends<F>(appends: F) -> (u64, u64, u64)
     where
         F: std::future::Future<Output = ()>,
     {
@@ -314,6 +318,7 @@ pub(crate) mod spans {
         (
             seen.0.load(Ordering::Relaxed),
             seen.1.load(Ordering::Relaxed),
+            seen.2.load(Ordering::Relaxed),
         )
     }
 }
@@ -411,4 +416,35 @@ pub(crate) async fn check_damaged_rows(
         "{err}"
     );
     assert_eq!(err.stream_version, damaged[0].0, "{err}");
+}
+
+/// Runs the calling test alone, in a child process of this test binary: `tracing` keeps its
+/// callsite cache per process, so a test that checks spans must not share the process with
+/// tests running beside it. Returns `true` in the child, which then runs the test's body; in
+/// the parent it waits for the child, fails if the child failed or ran nothing, and returns
+/// `false`.
+pub(crate) fn alone(test: &str) -> bool {
+    const ROLE: &str = "LEXIGRAM_TEST_ALONE";
+    if std::env::var_os(ROLE).is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().expect("the test binary");
+    let out = std::process::Command::new(exe)
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(ROLE, test)
+        .output()
+        .expect("the test binary runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success(),
+        "`{test}` failed alone:\n{stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "`{test}` did not run alone:\n{stdout}"
+    );
+    false
 }
