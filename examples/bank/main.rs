@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use lexigram::Error;
 use lexigram::prelude::*;
+use lexigram::{AggregateId, App, Dep, EventContext, EventsConfig, EventsModule, Repository};
 use serde::{Deserialize, Serialize};
 
 // ---- events ----

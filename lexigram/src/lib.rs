@@ -10,7 +10,8 @@
 //! startup and checks the wiring (every problem reported at once, with `file:line`).
 //!
 //! ```rust,standalone_crate
-//! use lexigram::prelude::*;
+//! use lexigram::prelude::*; // the traits and macros
+//! use lexigram::{AggregateId, App, Dep, EventsConfig, EventsModule, Repository};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Debug, Clone, Serialize, Deserialize, Event)]
@@ -113,37 +114,42 @@ pub mod testing;
 #[doc(inline)]
 pub use crate::aggregate::{Aggregate, AggregateRoot, Apply};
 #[doc(inline)]
-pub use crate::command::CommandBus;
+pub use crate::command::{CommandBus, CommandContext};
+#[doc(inline)]
+pub use crate::config::EventsConfig;
 #[doc(inline)]
 pub use crate::error::{Error, Result};
 #[doc(inline)]
-pub use crate::event::EventBus;
+pub use crate::event::{EventBus, EventContext};
 #[doc(inline)]
 pub use crate::message::{
     AggregateId, Command, Event, EventEnvelope, MessageMetadata, Query, StreamId,
 };
 #[doc(inline)]
-pub use crate::query::QueryBus;
+pub use crate::module::{App, Dep, EventsModule, Module};
+#[doc(inline)]
+pub use crate::query::{QueryBus, QueryContext};
 #[doc(inline)]
 pub use crate::repository::Repository;
 #[doc(inline)]
 pub use crate::store::{EventStore, ExpectedVersion, InMemoryEventStore};
+/// Implement [`Module`] (and the store traits) with `#[lexigram::async_trait]`, without a
+/// dependency of your own.
+pub use async_trait::async_trait;
 
-/// The traits and types most programs need: `use lexigram::prelude::*;`.
+/// The traits and macros most programs need: `use lexigram::prelude::*;`. Types are imported
+/// by name from the crate root (`use lexigram::{App, EventsModule, Repository};`).
 pub mod prelude {
-    pub use crate::aggregate::{Aggregate, AggregateRoot, Apply, Route};
-    pub use crate::command::{CommandBus, CommandContext, CommandHandler};
-    pub use crate::config::EventsConfig;
-    pub use crate::error::{Error, EventLoadError};
-    pub use crate::event::{EnvelopeHandler, EventBus, EventContext, EventHandler};
-    pub use crate::message::{AggregateId, Command, Event, EventEnvelope, MessageMetadata, Query};
+    pub use crate::aggregate::{Aggregate, Apply};
+    pub use crate::command::CommandHandler;
+    pub use crate::event::{EnvelopeHandler, EventHandler};
+    pub use crate::message::{Command, Event, Query};
     pub use crate::middleware::{Middleware, Validate};
-    pub use crate::module::{App, Dep, EventsModule};
-    pub use crate::query::{QueryBus, QueryContext, QueryHandler};
+    pub use crate::module::Module;
+    pub use crate::query::QueryHandler;
     pub use crate::repository::EventPublisher;
-    pub use crate::repository::Repository;
-    pub use crate::snapshot::{InMemorySnapshotStore, SnapshotPolicy};
-    pub use crate::store::{EventStore, ExpectedVersion, InMemoryEventStore};
+    pub use crate::snapshot::SnapshotStore;
+    pub use crate::store::EventStore;
     pub use lexigram_macros::{
         Command, Event, FromContainer, Query, aggregate, apply, command_handler, event_handler,
         handlers, query_handler,

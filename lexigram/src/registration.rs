@@ -10,6 +10,7 @@ pub use crate::error::Location;
 
 /// An event type registered by `#[derive(Event)]`.
 #[derive(Debug)]
+#[doc(hidden)]
 pub struct EventRegistration {
     describe: fn() -> EventType,
     /// Where the type is declared.
@@ -33,6 +34,7 @@ impl EventRegistration {
 
 /// A command or query type registered by `#[derive(Command)]` / `#[derive(Query)]`.
 #[derive(Debug)]
+#[doc(hidden)]
 pub struct MessageRegistration {
     /// `command` or `query`.
     pub kind: &'static str,
@@ -76,6 +78,7 @@ impl MessageRegistration {
 
 /// An aggregate registered by `#[aggregate]`.
 #[derive(Debug)]
+#[doc(hidden)]
 pub struct AggregateRegistration {
     /// The aggregate type name ([`Aggregate::TYPE`]).
     pub name: &'static str,

@@ -6,8 +6,11 @@
 
 mod support;
 
+use lexigram::EventEnvelope;
+use lexigram::aggregate::Route;
 use lexigram::config::{EventsConfig, StoreConfig};
 use lexigram::error::Error;
+use lexigram::error::EventLoadError;
 use lexigram::module::{App, EventsModule, HealthStatus, Stores};
 use lexigram::prelude::*;
 use serde::{Deserialize, Serialize};

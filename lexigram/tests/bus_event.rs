@@ -8,12 +8,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use lexigram::aggregate::Route;
 use lexigram::command::{CommandBus, CommandContext};
+use lexigram::error::EventLoadError;
 use lexigram::event::{
     EventBus, EventBusConfig, EventContext, EventHandler, HandlerPanicked, SubscribeOptions,
 };
 use lexigram::message::MessageMetadata;
 use lexigram::prelude::*;
+use lexigram::{EventEnvelope, InMemoryEventStore, Repository};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;

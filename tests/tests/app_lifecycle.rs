@@ -6,6 +6,7 @@ use std::sync::Arc;
 use lexigram::error::Error;
 use lexigram::module::{Container, Module};
 use lexigram::prelude::*;
+use lexigram::{App, EventsModule};
 use serde::{Deserialize, Serialize};
 
 /// Records what happens to it, and fails to start when told to.
@@ -24,7 +25,7 @@ impl Probe {
     }
 }
 
-#[async_trait::async_trait]
+#[lexigram::async_trait]
 impl Module for Probe {
     fn name(&self) -> &str {
         self.name

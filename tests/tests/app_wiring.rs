@@ -7,6 +7,9 @@ use lexigram::error::Error;
 use lexigram::module::HealthStatus;
 use lexigram::prelude::*;
 use lexigram::store::{EventStore, VersionRange};
+use lexigram::{
+    App, CommandBus, Dep, EventContext, EventsConfig, EventsModule, MessageMetadata, Repository,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Event)]

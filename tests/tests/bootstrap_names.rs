@@ -2,6 +2,7 @@
 //! both places. (Its own binary: the clashing registrations would break other tests.)
 
 use lexigram::prelude::*;
+use lexigram::{App, EventsModule};
 use serde::{Deserialize, Serialize};
 
 mod v1 {

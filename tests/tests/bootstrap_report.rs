@@ -2,6 +2,7 @@
 //! (Its own test binary: the duplicate handlers here would clash with any other test's.)
 
 use lexigram::prelude::*;
+use lexigram::{App, CommandContext, Dep, EventsConfig, EventsModule};
 
 #[derive(Debug, Command)]
 struct Transfer {

@@ -6,6 +6,7 @@ use lexigram::message::{MessageMetadata, NewEvent, Payload};
 use lexigram::module::Stores;
 use lexigram::prelude::*;
 use lexigram::store::EventStore;
+use lexigram::{App, EventsModule, ExpectedVersion};
 use serde::{Deserialize, Serialize};
 
 /// Implemented by hand: not registered by a derive.

@@ -2,6 +2,7 @@
 //! scope module wires counts. (Its own binary: it owns the inventory.)
 
 use lexigram::prelude::*;
+use lexigram::{App, EventsModule};
 
 #[derive(Debug, Command)]
 struct Pack;

@@ -2,6 +2,7 @@
 
 use lexigram::error::Error;
 use lexigram::prelude::*;
+use lexigram::{App, EventsConfig, EventsModule};
 
 /// Commands without the derive, so an excluded handler leaves no "no handler" problem.
 struct Bill;

@@ -1,6 +1,7 @@
 //! Registrations made with the macros in this crate are discovered by lexigram at run time.
 
 use lexigram::prelude::*;
+use lexigram::{InMemoryEventStore, Repository};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Event)]

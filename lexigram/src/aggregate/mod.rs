@@ -11,6 +11,9 @@
 //!
 //! ```
 //! use lexigram::prelude::*;
+//! use lexigram::aggregate::Route;
+//! use lexigram::error::EventLoadError;
+//! use lexigram::{AggregateRoot, EventEnvelope};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Debug, Serialize, Deserialize)]

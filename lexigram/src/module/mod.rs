@@ -14,6 +14,9 @@ pub use app::{App, AppBuilder, ComponentHealth, HealthReport, HealthStatus, Modu
 pub use container::{Container, Dep};
 pub use events::{EventsModule, HandlerScope};
 pub use wiring::{
-    FromContainer, HandlerContext, HandlerKind, HandlerParam, HandlerRegistration, HandlerSite,
-    Injected, Missing, Stores, Wiring, handlers, inject_field,
+    FromContainer, HandlerContext, HandlerKind, HandlerParam, Missing, Stores, Wiring,
 };
+// What the macros register and call: public for generated code (through `__private`), not
+// part of the documented API.
+#[doc(hidden)]
+pub use wiring::{HandlerRegistration, HandlerSite, Injected, handlers, inject_field};

@@ -24,7 +24,11 @@
 //!
 //! ```
 //! use lexigram::prelude::*;
-//! use lexigram::snapshot::{InMemorySnapshotStore, SnapshotPolicy, SnapshotStore};
+//! use lexigram::snapshot::{InMemorySnapshotStore, SnapshotPolicy};
+//! use lexigram::{InMemoryEventStore, Repository};
+//! # use lexigram::aggregate::Route;
+//! # use lexigram::error::EventLoadError;
+//! # use lexigram::EventEnvelope;
 //! # use serde::{Deserialize, Serialize};
 //! # #[derive(Debug, Serialize, Deserialize)]
 //! # struct Ticked;

@@ -1,6 +1,9 @@
 //! A small bank account aggregate shared by the integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+use lexigram::EventEnvelope;
+use lexigram::aggregate::Route;
+use lexigram::error::EventLoadError;
 use lexigram::prelude::*;
 use serde::{Deserialize, Serialize};
 

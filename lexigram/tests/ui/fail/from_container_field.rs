@@ -1,4 +1,4 @@
-use lexigram::prelude::*;
+use lexigram::prelude::*; use lexigram::MessageMetadata;
 
 struct Mailer;
 

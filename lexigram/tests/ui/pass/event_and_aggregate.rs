@@ -1,4 +1,4 @@
-use lexigram::prelude::*;
+use lexigram::prelude::*; use lexigram::AggregateRoot;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize, Event)]
