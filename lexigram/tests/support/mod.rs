@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+use lexigram::EventEnvelope;
+use lexigram::aggregate::Route;
 use lexigram::error::{EventLoadError, EventLoadErrorKind};
 use lexigram::prelude::*;
 use lexigram::store::{EventStore, VersionRange};
