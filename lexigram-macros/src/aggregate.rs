@@ -88,10 +88,14 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
         return quote!(#error #block);
     }
 
-    let routes = applies.iter().map(|a| {
+    // Each event type is checked once, at its span, by `__private::applied`; `apply_stored`
+    // and the registration use the checked table, which names no bound on the events, so a
+    // type that is not an event is one error. The `Apply` impls name none either.
+    let applied = applies.iter().map(|a| {
         let event = &a.event;
-        quote!(.on::<#event>())
+        quote_spanned!(event.span()=> ::lexigram::__private::applied::<#self_ty, #event>())
     });
+    let count = applies.len();
     let apply_impls = applies.iter().map(|a| {
         let (event, method) = (&a.event, &a.method);
         let check = a.check.as_ref().map(|check| {
@@ -110,11 +114,12 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
             }
         }
     });
-    let event_types: Vec<_> = applies.iter().map(|a| &a.event).collect();
     let line = quote_spanned!(block.self_ty.span()=> ::core::line!());
     quote! {
         #block
         const _: () = {
+            const __APPLIED: [::lexigram::__private::Applied<#self_ty>; #count] = [#(#applied),*];
+            const __EVENTS: [&str; #count] = ::lexigram::__private::event_names(&__APPLIED);
             impl ::lexigram::Aggregate for #self_ty {
                 const TYPE: &'static str = #name;
                 const SNAPSHOT_VERSION: u32 = #snapshot_version;
@@ -122,13 +127,13 @@ pub(crate) fn expand(args: TokenStream, item: TokenStream) -> TokenStream {
                     &mut self,
                     event: &::lexigram::EventEnvelope,
                 ) -> ::core::result::Result<(), ::lexigram::error::EventLoadError> {
-                    ::lexigram::aggregate::Route::new(self, event) #(#routes)* .finish()
+                    ::lexigram::__private::apply_stored(self, event, &__APPLIED)
                 }
             }
             #(#apply_impls)*
             ::lexigram::__private::inventory::submit! {
                 ::lexigram::__private::AggregateRegistration::of::<#self_ty>(
-                    &[#(<#event_types as ::lexigram::Event>::NAME),*],
+                    &__EVENTS,
                     ::core::file!(),
                     #line,
                 )

@@ -2,7 +2,8 @@
 //! of the token it checks: a handler parameter is resolved by
 //! [`prepare`](crate::__private::prepare) at the parameter's type, its result is converted by
 //! [`handler_result`](crate::__private::handler_result) at its return type, a
-//! `#[derive(FromContainer)]` field by [`field`](crate::__private::field) at the field's type.
+//! `#[derive(FromContainer)]` field by [`field`](crate::__private::field) at the field's type,
+//! an `#[apply]` method's event by [`applied`](crate::__private::applied) at the event's type.
 //! Each bound a user can get
 //! wrong is written once, on a trait with a lexigram sentence, and nothing else in the
 //! expansion depends on it, so one mistake is one error.
@@ -16,7 +17,9 @@ pub use crate::module::{
 pub use crate::registration::{AggregateRegistration, EventRegistration, MessageRegistration};
 pub use inventory;
 
-use crate::error::BoxError;
+use crate::aggregate::{Aggregate, Apply, Route};
+use crate::error::{BoxError, EventLoadError};
+use crate::message::{Event, EventEnvelope};
 use crate::module::{Container, Missing};
 
 /// A handler parameter resolved when the app is built: produces its value for each call.
@@ -127,4 +130,68 @@ impl<T: HandlerParam<()>> ContainerField for T {
 /// Resolves one field of a `#[derive(FromContainer)]` struct.
 pub fn field<T: ContainerField>(container: &Container) -> Result<T, Missing> {
     T::resolve(container)
+}
+
+/// The event an `#[apply]` method takes.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a lexigram event, so an `#[apply]` method cannot take it",
+    label = "this type must implement `lexigram::Event`",
+    note = "derive it with `#[derive(Event)]` and `#[event(name = \"...\", version = 1)]`, or implement `Event` by hand"
+)]
+pub trait AppliedEvent: Event {}
+
+#[diagnostic::do_not_recommend]
+impl<E: Event> AppliedEvent for E {}
+
+/// One `#[apply]` event of aggregate `A`: its name and how a stored event of that name is
+/// applied.
+///
+/// It names no bound on the event, so the `apply_stored` and the registration the macro
+/// writes with it do not repeat the check [`applied`] made at the event's type.
+pub struct Applied<A> {
+    name: &'static str,
+    route: for<'a> fn(Route<'a, A>) -> Route<'a, A>,
+}
+
+impl<A> fmt::Debug for Applied<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Applied").field(&self.name).finish()
+    }
+}
+
+/// Checks that the event `E` of an `#[apply]` method is an [`Event`], and routes it.
+pub const fn applied<A: Apply<E>, E: AppliedEvent>() -> Applied<A> {
+    fn route<A: Apply<E>, E: Event>(route: Route<'_, A>) -> Route<'_, A> {
+        route.on::<E>()
+    }
+    Applied {
+        name: E::NAME,
+        route: route::<A, E>,
+    }
+}
+
+/// The names of the events in `applied`, for the aggregate's registration.
+pub const fn event_names<A, const N: usize>(applied: &[Applied<A>; N]) -> [&'static str; N] {
+    let mut names = [""; N];
+    let mut i = 0;
+    while i < N {
+        names[i] = applied[i].name;
+        i += 1;
+    }
+    names
+}
+
+/// [`Aggregate::apply_stored`] of an `#[aggregate]`: routes `event` to the `#[apply]` method
+/// of its type ([`Route`]).
+pub fn apply_stored<A: Aggregate>(
+    state: &mut A,
+    event: &EventEnvelope,
+    applied: &[Applied<A>],
+) -> Result<(), EventLoadError> {
+    applied
+        .iter()
+        .fold(Route::new(state, event), |route, applied| {
+            (applied.route)(route)
+        })
+        .finish()
 }

@@ -10,6 +10,11 @@ impl Account {
     }
 }
 const _: () = {
+    const __APPLIED: [::lexigram::__private::Applied<Account>; 2usize] = [
+        ::lexigram::__private::applied::<Account, AccountOpened>(),
+        ::lexigram::__private::applied::<Account, MoneyWithdrawn>(),
+    ];
+    const __EVENTS: [&str; 2usize] = ::lexigram::__private::event_names(&__APPLIED);
     impl ::lexigram::Aggregate for Account {
         const TYPE: &'static str = "Account";
         const SNAPSHOT_VERSION: u32 = 1u32;
@@ -17,10 +22,7 @@ const _: () = {
             &mut self,
             event: &::lexigram::EventEnvelope,
         ) -> ::core::result::Result<(), ::lexigram::error::EventLoadError> {
-            ::lexigram::aggregate::Route::new(self, event)
-                .on::<AccountOpened>()
-                .on::<MoneyWithdrawn>()
-                .finish()
+            ::lexigram::__private::apply_stored(self, event, &__APPLIED)
         }
     }
     impl ::lexigram::Apply<AccountOpened> for Account {
@@ -40,8 +42,7 @@ const _: () = {
         }
     }
     ::lexigram::__private::inventory::submit! {
-        ::lexigram::__private::AggregateRegistration::of:: < Account > (& [<
-        AccountOpened as ::lexigram::Event > ::NAME, < MoneyWithdrawn as
-        ::lexigram::Event > ::NAME], ::core::file!(), ::core::line!(),)
+        ::lexigram::__private::AggregateRegistration::of:: < Account > (& __EVENTS,
+        ::core::file!(), ::core::line!(),)
     }
 };

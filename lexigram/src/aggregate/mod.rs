@@ -72,7 +72,11 @@ pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync + 'sta
 }
 
 /// How an aggregate changes when an event of type `E` happens.
-pub trait Apply<E: Event>: Aggregate {
+///
+/// `E` is an [`Event`] wherever the impl is used ([`AggregateRoot::record`], [`Route::on`]);
+/// the trait itself names no bound on `E`, so `#[aggregate]` checks an `#[apply]` method's
+/// event type once, at the method's parameter, and its `Apply` impl does not repeat the check.
+pub trait Apply<E>: Aggregate {
     /// Rejects an event that would break an invariant. Runs before [`apply`](Apply::apply)
     /// when the event is recorded (not when history is replayed). The default accepts all.
     fn check(&self, event: &E) -> Result<(), String> {
