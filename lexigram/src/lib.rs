@@ -188,4 +188,6 @@ mod guide {
     struct PostgresOrdering;
     #[doc = include_str!("../../docs/benchmarks.md")]
     struct Benchmarks;
+    #[doc = include_str!("../../docs/macros.md")]
+    struct Macros;
 }

@@ -6,7 +6,7 @@ impl Account {
         self.balance -= e.amount;
     }
     fn can_withdraw(&self, e: &MoneyWithdrawn) -> Result<(), String> {
-        Ok(())
+        if e.amount > self.balance { Err("insufficient funds".into()) } else { Ok(()) }
     }
 }
 const _: () = {
