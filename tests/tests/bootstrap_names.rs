@@ -60,7 +60,7 @@ async fn clashing_names_are_reported_with_both_declarations() {
         "{err}"
     );
     assert!(
-        err.contains(&format!("--> {file}:12")) && err.contains(&format!("--> {file}:29")),
+        err.contains(&format!("--> {file}:13")) && err.contains(&format!("--> {file}:30")),
         "{err}"
     );
 }

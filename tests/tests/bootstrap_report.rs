@@ -47,11 +47,11 @@ async fn every_problem_is_reported_together_with_locations() {
         "{err}"
     );
     assert!(
-        err.contains(&format!("--> {this_file}:18")) && err.contains("bootstrap_report::transfer"),
+        err.contains(&format!("--> {this_file}:19")) && err.contains("bootstrap_report::transfer"),
         "{err}"
     );
     assert!(
-        err.contains(&format!("--> {this_file}:27"))
+        err.contains(&format!("--> {this_file}:28"))
             && err.contains("bootstrap_report::legacy::transfer_v1"),
         "{err}"
     );
@@ -60,7 +60,7 @@ async fn every_problem_is_reported_together_with_locations() {
         err.contains("command `bootstrap_report::Close` has no handler"),
         "{err}"
     );
-    assert!(err.contains(&format!("--> {this_file}:12")), "{err}");
+    assert!(err.contains(&format!("--> {this_file}:13")), "{err}");
     assert!(err.contains("its crate may not be linked"), "{err}");
     // A missing provider.
     assert!(err.contains("handler `bootstrap_report::legacy::transfer_v1` needs `Dep<bootstrap_report::Mailer>`, but no module provides it"), "{err}");

@@ -42,7 +42,7 @@ async fn an_applied_event_that_is_not_registered_is_reported() {
         ),
         "{err}"
     );
-    assert!(err.contains(&format!("--> {}:28", file!())), "{err}");
+    assert!(err.contains(&format!("--> {}:29", file!())), "{err}");
 }
 
 #[tokio::test]
