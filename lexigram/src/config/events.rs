@@ -1,6 +1,5 @@
 //! `EventsConfig`: the one configuration of the events module.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::de::{self, MapAccess, Visitor};
@@ -20,11 +19,13 @@ use crate::store::{EventStore, InMemoryEventStore};
 /// (the memory store has none), as is an unknown backend.
 ///
 /// ```
+/// # #[cfg(feature = "toml")] { // the `toml` cargo feature (on by default)
 /// use lexigram::config::{EventsConfig, StoreConfig};
 ///
 /// assert_eq!(EventsConfig::from_toml_str("[store]")?.store, StoreConfig::Memory);
 /// let err = EventsConfig::from_toml_str("[store]\npath = \"bank.db\"").unwrap_err();
 /// assert!(err.to_string().contains("unknown key `path`"), "{err}");
+/// # }
 /// # Ok::<(), lexigram::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -305,7 +306,7 @@ impl SnapshotConfig {
 /// discover.
 ///
 /// Build it in code, read it from TOML ([`from_toml_str`](Self::from_toml_str),
-/// [`from_file`](Self::from_file)), and override any field from the environment with
+/// [`from_file`](Self::from_file); the `toml` cargo feature, on by default), and override any field from the environment with
 /// `LEXIGRAM__<SECTION>__<FIELD>` variables ([`with_env`](Self::with_env)).
 /// [`validate`](Self::validate) lists every problem at once.
 ///
@@ -321,6 +322,7 @@ impl SnapshotConfig {
 ///   [`Secret`](crate::config::Secret): `***` in `Debug`, in errors and when serialized.
 ///
 /// ```
+/// # #[cfg(feature = "toml")] { // the `toml` cargo feature (on by default)
 /// use lexigram::config::EventsConfig;
 ///
 /// let config = EventsConfig::from_toml_str(r#"
@@ -338,6 +340,7 @@ impl SnapshotConfig {
 ///
 /// let config = config.with_vars([("LEXIGRAM__SERVICE_NAME".to_owned(), "2024".to_owned())])?;
 /// assert_eq!(config.service_name, "2024");
+/// # }
 /// # Ok::<(), lexigram::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -446,13 +449,17 @@ impl EventsConfig {
     ///
     /// Every syntax error is reported, each as `line L, column C: message` (without the
     /// source line, which may hold a secret).
+    #[cfg(feature = "toml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "toml")))]
     pub fn from_toml_str(text: &str) -> Result<Self> {
         let tree = Node::from_toml(text).map_err(|problems| Error::Config { problems })?;
         Self::from_tree(tree)
     }
 
     /// Reads a TOML file; each problem starts with the file's path.
-    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+    #[cfg(feature = "toml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "toml")))]
+    pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
             problems: vec![format!(
@@ -719,7 +726,7 @@ mod tests {
         assert!(EventsConfig::default().validated().is_ok());
     }
 
-    #[cfg(feature = "sqlite")]
+    #[cfg(all(feature = "sqlite", feature = "toml"))]
     #[test]
     fn toml_selects_sqlite() -> Result<()> {
         let config = EventsConfig::from_toml_str(

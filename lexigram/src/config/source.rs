@@ -20,6 +20,7 @@ use serde::de::{self, DeserializeSeed, Expected, IntoDeserializer, Unexpected, V
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Origin {
     /// A position in a TOML document, both 1-based.
+    #[cfg(feature = "toml")]
     Toml { line: usize, column: usize },
     /// An environment variable, by name.
     Env(String),
@@ -27,25 +28,10 @@ pub(crate) enum Origin {
     Code,
 }
 
-impl Origin {
-    /// The line and column of byte `offset` in `text`.
-    fn in_toml(text: &str, offset: usize) -> Self {
-        let mut end = offset.min(text.len());
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        let before = text.get(..end).unwrap_or_default();
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        Self::Toml {
-            line: before.matches('\n').count() + 1,
-            column: before.get(line_start..).unwrap_or_default().chars().count() + 1,
-        }
-    }
-}
-
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            #[cfg(feature = "toml")]
             Self::Toml { line, column } => write!(f, "line {line}, column {column}"),
             Self::Env(name) => write!(f, "`{name}`"),
             Self::Code => f.write_str("the configuration the environment was applied to"),
@@ -70,6 +56,7 @@ enum Value {
     Float(f64),
     Str(String),
     /// A TOML date or time: no configuration field takes one.
+    #[cfg(feature = "toml")]
     Datetime,
     /// An environment variable's value: parsed by the type of the field it sets.
     Text(String),
@@ -90,27 +77,6 @@ impl Node {
         Self {
             value: Value::Table(Vec::new()),
             at,
-        }
-    }
-
-    /// Parses a TOML document. Syntax errors are reported by position with toml's message,
-    /// never with the source line (which may hold a secret).
-    pub(crate) fn from_toml(text: &str) -> Result<Self, Vec<String>> {
-        let (root, errors) = toml::de::DeTable::parse_recoverable(text);
-        if !errors.is_empty() {
-            return Err(errors.iter().map(|e| toml_syntax_error(text, e)).collect());
-        }
-        let mut problems = Vec::new();
-        let node = from_toml_table(
-            text,
-            root.get_ref(),
-            Origin::in_toml(text, 0),
-            &mut problems,
-        );
-        if problems.is_empty() {
-            Ok(node)
-        } else {
-            Err(problems)
         }
     }
 
@@ -221,106 +187,151 @@ impl Node {
     }
 }
 
-/// A toml syntax error as `line L, column C: message`, with the key named for a duplicate key.
-fn toml_syntax_error(text: &str, err: &toml::de::Error) -> String {
-    let span = err.span();
-    let at = span
-        .as_ref()
-        .map_or(Origin::Toml { line: 1, column: 1 }, |s| {
-            Origin::in_toml(text, s.start)
-        });
-    let mut message = err.message().to_owned();
-    if message == "duplicate key"
-        && let Some(key) = span
-            .and_then(|s| text.get(s))
-            .and_then(|key| quotable_key(key, KNOWN_KEYS))
-    {
-        message = format!("`{key}` is given twice; keep one");
-    }
-    format!("{at}: {message}")
-}
+/// Reading TOML documents: the `toml` cargo feature.
+#[cfg(feature = "toml")]
+mod toml_text {
+    use super::{Entry, Node, Origin, Value, quotable_key};
 
-/// Every key of every section, to name a duplicated one (any other key is not repeated).
-const KNOWN_KEYS: &[&str] = &[
-    "service_name",
-    "store",
-    "snapshots",
-    "event_bus",
-    "shutdown_timeout_ms",
-    "handler_modules",
-    "backend",
-    "path",
-    "dsn",
-    "schema",
-    "table_prefix",
-    "min_connections",
-    "max_connections",
-    "busy_timeout",
-    "acquire_timeout",
-    "idle_timeout",
-    "every_events",
-    "interval_ms",
-    "keep",
-];
-
-fn from_toml_table(
-    text: &str,
-    table: &toml::de::DeTable<'_>,
-    at: Origin,
-    problems: &mut Vec<String>,
-) -> Node {
-    let entries = table
-        .iter()
-        .map(|(key, value)| Entry {
-            key: key.get_ref().to_string(),
-            key_at: Origin::in_toml(text, key.span().start),
-            node: from_toml_value(text, value, problems),
-        })
-        .collect();
-    Node {
-        value: Value::Table(entries),
-        at,
-    }
-}
-
-fn from_toml_value(
-    text: &str,
-    value: &toml::Spanned<toml::de::DeValue<'_>>,
-    problems: &mut Vec<String>,
-) -> Node {
-    use toml::de::DeValue;
-    let at = Origin::in_toml(text, value.span().start);
-    let value = match value.get_ref() {
-        DeValue::String(s) => Value::Str(s.to_string()),
-        DeValue::Integer(i) => match (
-            i64::from_str_radix(i.as_str(), i.radix()),
-            u64::from_str_radix(i.as_str(), i.radix()),
-        ) {
-            (Ok(v), _) => Value::Int(v),
-            (Err(_), Ok(v)) => Value::UInt(v),
-            (Err(_), Err(_)) => {
-                problems.push(format!("{at}: integer too large for a 64-bit number"));
-                Value::Null
+    impl Origin {
+        /// The line and column of byte `offset` in `text`.
+        fn in_toml(text: &str, offset: usize) -> Self {
+            let mut end = offset.min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
             }
-        },
-        DeValue::Float(f) => match f.as_str().parse::<f64>() {
-            Ok(v) => Value::Float(v),
-            Err(_) => {
-                problems.push(format!("{at}: not a floating-point number"));
-                Value::Null
+            let before = text.get(..end).unwrap_or_default();
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            Self::Toml {
+                line: before.matches('\n').count() + 1,
+                column: before.get(line_start..).unwrap_or_default().chars().count() + 1,
             }
-        },
-        DeValue::Boolean(b) => Value::Bool(*b),
-        DeValue::Datetime(_) => Value::Datetime,
-        DeValue::Array(items) => Value::List(
-            items
-                .iter()
-                .map(|item| from_toml_value(text, item, problems))
-                .collect(),
-        ),
-        DeValue::Table(table) => return from_toml_table(text, table, at, problems),
-    };
-    Node { value, at }
+        }
+    }
+
+    impl Node {
+        /// Parses a TOML document. Syntax errors are reported by position with toml's message,
+        /// never with the source line (which may hold a secret).
+        pub(crate) fn from_toml(text: &str) -> Result<Self, Vec<String>> {
+            let (root, errors) = toml::de::DeTable::parse_recoverable(text);
+            if !errors.is_empty() {
+                return Err(errors.iter().map(|e| toml_syntax_error(text, e)).collect());
+            }
+            let mut problems = Vec::new();
+            let node = from_toml_table(
+                text,
+                root.get_ref(),
+                Origin::in_toml(text, 0),
+                &mut problems,
+            );
+            if problems.is_empty() {
+                Ok(node)
+            } else {
+                Err(problems)
+            }
+        }
+    }
+
+    /// A toml syntax error as `line L, column C: message`, with the key named for a duplicate key.
+    fn toml_syntax_error(text: &str, err: &toml::de::Error) -> String {
+        let span = err.span();
+        let at = span
+            .as_ref()
+            .map_or(Origin::Toml { line: 1, column: 1 }, |s| {
+                Origin::in_toml(text, s.start)
+            });
+        let mut message = err.message().to_owned();
+        if message == "duplicate key"
+            && let Some(key) = span
+                .and_then(|s| text.get(s))
+                .and_then(|key| quotable_key(key, KNOWN_KEYS))
+        {
+            message = format!("`{key}` is given twice; keep one");
+        }
+        format!("{at}: {message}")
+    }
+
+    /// Every key of every section, to name a duplicated one (any other key is not repeated).
+    const KNOWN_KEYS: &[&str] = &[
+        "service_name",
+        "store",
+        "snapshots",
+        "event_bus",
+        "shutdown_timeout_ms",
+        "handler_modules",
+        "backend",
+        "path",
+        "dsn",
+        "schema",
+        "table_prefix",
+        "min_connections",
+        "max_connections",
+        "busy_timeout",
+        "acquire_timeout",
+        "idle_timeout",
+        "every_events",
+        "interval_ms",
+        "keep",
+    ];
+
+    fn from_toml_table(
+        text: &str,
+        table: &toml::de::DeTable<'_>,
+        at: Origin,
+        problems: &mut Vec<String>,
+    ) -> Node {
+        let entries = table
+            .iter()
+            .map(|(key, value)| Entry {
+                key: key.get_ref().to_string(),
+                key_at: Origin::in_toml(text, key.span().start),
+                node: from_toml_value(text, value, problems),
+            })
+            .collect();
+        Node {
+            value: Value::Table(entries),
+            at,
+        }
+    }
+
+    fn from_toml_value(
+        text: &str,
+        value: &toml::Spanned<toml::de::DeValue<'_>>,
+        problems: &mut Vec<String>,
+    ) -> Node {
+        use toml::de::DeValue;
+        let at = Origin::in_toml(text, value.span().start);
+        let value = match value.get_ref() {
+            DeValue::String(s) => Value::Str(s.to_string()),
+            DeValue::Integer(i) => match (
+                i64::from_str_radix(i.as_str(), i.radix()),
+                u64::from_str_radix(i.as_str(), i.radix()),
+            ) {
+                (Ok(v), _) => Value::Int(v),
+                (Err(_), Ok(v)) => Value::UInt(v),
+                (Err(_), Err(_)) => {
+                    problems.push(format!("{at}: integer too large for a 64-bit number"));
+                    Value::Null
+                }
+            },
+            DeValue::Float(f) => match f.as_str().parse::<f64>() {
+                Ok(v) => Value::Float(v),
+                Err(_) => {
+                    problems.push(format!("{at}: not a floating-point number"));
+                    Value::Null
+                }
+            },
+            DeValue::Boolean(b) => Value::Bool(*b),
+            DeValue::Datetime(_) => Value::Datetime,
+            DeValue::Array(items) => Value::List(
+                items
+                    .iter()
+                    .map(|item| from_toml_value(text, item, problems))
+                    .collect(),
+            ),
+            DeValue::Table(table) => return from_toml_table(text, table, at, problems),
+        };
+        Node { value, at }
+    }
 }
 
 /// `key`, if it may be quoted in an error: when it is one of `known` or a near miss of one
@@ -615,6 +626,7 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer {
             Value::UInt(u) => visitor.visit_u64(u),
             Value::Float(f) => visitor.visit_f64(f),
             Value::Str(ref s) | Value::Text(ref s) => visitor.visit_str(s),
+            #[cfg(feature = "toml")]
             Value::Datetime => Err(de::Error::invalid_type(
                 Unexpected::Other("a date-time"),
                 &visitor,
