@@ -762,3 +762,95 @@ async fn listeners_use_their_own_connections_not_the_stores_pool() -> lexigram::
     }
     Ok(())
 }
+
+/// With `postgres-tls`, `sslmode=require` connects over TLS (the server on this machine has a
+/// self-signed certificate, which `require` accepts, as libpq does: it encrypts without
+/// verifying), and every call of the store goes through the encrypted connections.
+#[cfg(feature = "postgres-tls")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sslmode_require_connects_over_tls() -> lexigram::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
+    let url = support::postgres::with_param(&db.url, "sslmode", "require");
+    let config = PostgresConfig::new(url.as_str())
+        .schema("tls")
+        .max_connections(1);
+    let store = PostgresEventStore::connect(&config).await?;
+    store
+        .append("tls", batch(3), ExpectedVersion::NoStream)
+        .await?;
+    assert_eq!(store.read("tls", VersionRange::all()).await?.len(), 3);
+    // One connection in the pool: the one the append and the read used.
+    let ssl: Option<bool> =
+        sqlx::query_scalar("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(ssl, Some(true), "the store's connection is not encrypted");
+
+    // `verify-full` checks the certificate: the server's is issued for `localhost` (and
+    // self-signed), not for the test URL's `127.0.0.1`, so it is refused, with rustls's reason.
+    let url = support::postgres::with_param(&db.url, "sslmode", "verify-full");
+    let config = PostgresConfig::new(url.as_str())
+        .schema("tls")
+        .acquire_timeout(Duration::from_secs(5));
+    let err = PostgresEventStore::connect(&config).await.unwrap_err();
+    let source = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        matches!(err, Error::StoreConnection { .. })
+            && source.as_deref().is_some_and(|s| s.contains("certificate")),
+        "an untrusted certificate is refused: {err} ({source:?})"
+    );
+    Ok(())
+}
+
+/// Without `postgres-tls`, a DSN that insists on TLS is a configuration error before any I/O
+/// that says which feature to enable and never shows the DSN; with it, the DSN is valid.
+#[tokio::test]
+async fn a_dsn_that_insists_on_tls_needs_the_postgres_tls_feature() {
+    for mode in ["require", "verify-ca", "verify-full"] {
+        let config = PostgresConfig::new(format!(
+            "postgres://app:hunter2@127.0.0.1:1/app?sslmode={mode}"
+        ))
+        .acquire_timeout(Duration::from_millis(500));
+        let problems = config.validate();
+        if cfg!(feature = "postgres-tls") {
+            assert_eq!(problems, Vec::<String>::new());
+            continue;
+        }
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        let problem = &problems[0];
+        assert!(
+            problem.contains("`postgres-tls` cargo feature"),
+            "{problem}"
+        );
+        assert!(problem.contains(&format!("sslmode={mode}")), "{problem}");
+        assert!(!problem.contains("hunter2"), "{problem}");
+        let err = PostgresEventStore::connect(&config).await.unwrap_err();
+        assert!(matches!(err, Error::Config { .. }), "{err:?}");
+        assert!(!err.is_retryable(), "{err}");
+        assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
+    }
+    for mode in ["disable", "allow", "prefer"] {
+        let config = PostgresConfig::new(format!("postgres://app@db/app?sslmode={mode}"));
+        assert_eq!(config.validate(), Vec::<String>::new(), "{mode}");
+    }
+}
+
+#[test]
+fn with_param_adds_or_replaces_a_query_parameter() {
+    assert_eq!(
+        support::postgres::with_param("postgres://u@h/db", "sslmode", "require"),
+        "postgres://u@h/db?sslmode=require"
+    );
+    assert_eq!(
+        support::postgres::with_param(
+            "postgres://u@h/db?application_name=t&sslmode=disable",
+            "sslmode",
+            "require"
+        ),
+        "postgres://u@h/db?application_name=t&sslmode=require"
+    );
+}

@@ -96,3 +96,15 @@ pub(crate) fn with_database(url: &str, name: &str) -> String {
     let query = tail.find('?').map_or("", |i| &tail[i..]);
     format!("{head}{authority}/{name}{query}")
 }
+
+/// `url` with query parameter `key` set to `value` (replacing it if present).
+pub(crate) fn with_param(url: &str, key: &str, value: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut pairs: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some(key))
+        .collect();
+    let param = format!("{key}={value}");
+    pairs.push(&param);
+    format!("{base}?{}", pairs.join("&"))
+}

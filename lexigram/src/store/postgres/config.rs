@@ -38,7 +38,8 @@ use crate::store::sql;
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct PostgresConfig {
-    /// `postgres://user:password@host:port/database?options`.
+    /// `postgres://user:password@host:port/database?options`. `?sslmode=require` (or
+    /// `verify-ca`, `verify-full`) needs the `postgres-tls` cargo feature.
     pub dsn: Secret,
     /// The schema holding the tables (created if missing). Default `public`.
     pub schema: String,
@@ -177,6 +178,8 @@ impl PostgresConfig {
                 "postgres.dsn must start with `postgres://` or `postgresql://` (the value is not shown: it is a secret)"
                     .into(),
             );
+        } else if let Some(problem) = tls_unavailable(dsn) {
+            problems.push(problem);
         }
         sql::check_identifier("postgres.schema", &self.schema, false, &mut problems);
         sql::check_identifier(
@@ -208,6 +211,10 @@ impl PostgresConfig {
     }
 
     /// Connects a pool and brings the schema up to date.
+    ///
+    /// A DSN that asks for TLS fails in [`validate`](Self::validate), before any I/O, when
+    /// the `postgres-tls` feature is off (sqlx would fail the connection anyway, as a retryable
+    /// outage that names sqlx's features instead of ours).
     pub(crate) async fn open(&self) -> Result<PgDb> {
         let problems = self.validate();
         if !problems.is_empty() {
@@ -229,4 +236,31 @@ impl PostgresConfig {
         db.migrate(None).await?;
         Ok(db)
     }
+}
+
+/// The problem with a DSN whose `sslmode` (or, without one, `PGSSLMODE`) insists on TLS when
+/// this build has no TLS (the `postgres-tls` feature is off). Never quotes the DSN.
+fn tls_unavailable(dsn: &str) -> Option<String> {
+    use sqlx::postgres::PgSslMode;
+    if cfg!(feature = "postgres-tls") {
+        return None;
+    }
+    // A DSN that does not parse is reported by `open`, with sqlx's reason.
+    let options: PgConnectOptions = dsn.parse().ok()?;
+    let mode = match options.get_ssl_mode() {
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+        // `prefer` (the default) and `allow` fall back to a plain connection.
+        _ => return None,
+    };
+    let asker = if dsn.contains("sslmode=") || dsn.contains("ssl-mode=") {
+        format!("postgres.dsn asks for TLS (`sslmode={mode}`)")
+    } else {
+        format!("`PGSSLMODE={mode}` in the environment asks for TLS on postgres.dsn")
+    };
+    Some(format!(
+        "{asker}, but lexigram-events was built without TLS support: enable its \
+         `postgres-tls` cargo feature (`features = [\"postgres-tls\"]`)"
+    ))
 }
