@@ -24,6 +24,10 @@
 //!      reload the aggregate and retry the command"
 //! );
 //! ```
+//!
+//! An append that reuses a stored event id, and is not an exact retry, fails with
+//! [`Error::DuplicateEvent`] (stream and id as fields), so code that derives ids from a key can
+//! tell "already applied" from a failure.
 
 mod bootstrap;
 
@@ -31,6 +35,7 @@ pub use bootstrap::{BootstrapReport, Location, Problem};
 
 use std::sync::Arc;
 
+use crate::message::EventId;
 use crate::message::ExpectedVersion;
 use crate::message::StreamId;
 
@@ -95,6 +100,27 @@ pub enum Error {
         /// What went wrong, and how to fix it.
         reason: String,
         /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
+    /// An event id is already stored, and the append that carries it again is not an exact
+    /// retry of the one that stored it. Nothing was written. Code that makes event ids from a
+    /// key (idempotent commands, inboxes) matches on it: "this was already applied".
+    #[error(
+        "cannot append to stream `{stream}`: an event with id {event_id} is already stored{}, and this append is not an exact retry of the one that stored it (a retry resends the same events, in order, with the same expected version); give every new event its own id",
+        stored_at(stored_stream.as_ref(), *stored_version)
+    )]
+    DuplicateEvent {
+        /// The stream being written.
+        stream: StreamId,
+        /// The id that is stored already.
+        event_id: EventId,
+        /// The stream that holds the stored event, when the store said.
+        stored_stream: Option<StreamId>,
+        /// Its version there, when the store said.
+        stored_version: Option<u64>,
+        /// The database's refusal, when a unique key found the duplicate.
         #[source]
         source: Option<BoxError>,
     },
@@ -306,6 +332,22 @@ pub enum Error {
         /// How many accepted events were not handled.
         abandoned: u64,
     },
+
+    /// A durable subscription's partition is held by another node now: its lease expired
+    /// (the node could not renew it in time) or the subscription was split.
+    #[error(
+        "partition {partition} of subscription `{subscription}` (version {version}) was taken over by another node: the lease of epoch {epoch} expired or was fenced out by a split; nothing of the batch in flight was committed, and the worker will claim again"
+    )]
+    LeaseLost {
+        /// The subscription.
+        subscription: String,
+        /// Its checkpoint version.
+        version: u32,
+        /// The partition.
+        partition: u32,
+        /// The epoch of the lost lease.
+        epoch: u64,
+    },
 }
 
 impl std::fmt::Debug for Error {
@@ -332,7 +374,7 @@ impl Error {
     /// idempotent by event id, so a retry of a stored append returns its original result. A
     /// [`Concurrency`](Error::Concurrency) conflict is not retryable as is (reload the
     /// aggregate and decide again), and errors about the input
-    /// ([`EventPersistence`](Error::EventPersistence),
+    /// ([`EventPersistence`](Error::EventPersistence), [`DuplicateEvent`](Error::DuplicateEvent),
     /// [`InvalidStreamId`](Error::InvalidStreamId), [`Config`](Error::Config), ...) or a
     /// [`StoreClosed`](Error::StoreClosed) store never go away by themselves.
     ///
@@ -573,5 +615,14 @@ mod tests {
             std::error::Error::source(&err).is_none(),
             "the cause is in the message"
         );
+    }
+}
+
+/// ` (at version 3 of stream `x`)`, or nothing, for [`Error::DuplicateEvent`].
+fn stored_at(stream: Option<&StreamId>, version: Option<u64>) -> String {
+    match (stream, version) {
+        (Some(stream), Some(version)) => format!(" (at version {version} of stream `{stream}`)"),
+        (Some(stream), None) => format!(" (in stream `{stream}`)"),
+        _ => String::new(),
     }
 }

@@ -10,7 +10,8 @@ use chrono::{DateTime, Utc};
 use parking_lot::RwLock;
 
 use super::{
-    AppendResult, EventStore, ExpectedVersion, Partition, StreamInfo, VersionRange, stream_hash,
+    AppendNotifier, AppendResult, AppendSignal, EventStore, ExpectedVersion, Page, Partition,
+    ReadFilter, StreamInfo, VersionRange, stream_hash,
 };
 use crate::error::{ConcurrencyError, Error, Result};
 use crate::message::{EventEnvelope, EventId, NewEvent, StreamId};
@@ -39,6 +40,8 @@ pub struct InMemoryEventStore {
     snapshots: InMemorySnapshotStore,
     schema: Option<Arc<SchemaRegistry>>,
     retention: Option<usize>,
+    /// Wakes this store's [`append_signal`](EventStore::append_signal)s after each append.
+    appended: AppendNotifier,
 }
 
 #[derive(Default)]
@@ -341,6 +344,11 @@ impl EventStore for InMemoryEventStore {
                 inner.remove_front(stream, up_to);
             }
         }
+        // Announced once the lock is released, so a woken reader does not wait for it.
+        drop(inner);
+        if let Some(last) = positions.last() {
+            self.appended.announce(*last);
+        }
         Ok(AppendResult::new(version, positions, now))
     }
 
@@ -502,6 +510,40 @@ impl EventStore for InMemoryEventStore {
         Ok(self.upcast(envelopes))
     }
 
+    /// Reads under the store's lock: when the page is not full, every event up to the head
+    /// was looked at, so `scanned_to` is the head.
+    async fn read_page(&self, after: u64, limit: usize, filter: &ReadFilter) -> Result<Page> {
+        let (envelopes, scanned_to) = {
+            let inner = self.inner.read();
+            inner.check_open()?;
+            if limit == 0 {
+                return Ok(Page::new(Vec::new(), after));
+            }
+            let head = inner.log.len() as u64;
+            let start = usize::try_from(after).unwrap_or(usize::MAX);
+            let envelopes: Vec<EventEnvelope> = inner
+                .log
+                .get(start..)
+                .unwrap_or_default()
+                .iter()
+                .flatten()
+                .filter(|slot| filter.matches_parts(&slot.envelope.event_type, || slot.hash))
+                .take(limit)
+                .map(|slot| slot.envelope.clone())
+                .collect();
+            let scanned_to = match envelopes.last() {
+                Some(last) if envelopes.len() == limit => last.global_position,
+                _ => head,
+            };
+            (envelopes, scanned_to.max(after))
+        };
+        Ok(Page::new(self.upcast(envelopes), scanned_to))
+    }
+
+    fn append_signal(&self) -> AppendSignal {
+        self.appended.subscribe()
+    }
+
     async fn last_position(&self) -> Result<u64> {
         let inner = self.inner.read();
         inner.check_open()?;
@@ -533,6 +575,7 @@ impl EventStore for InMemoryEventStore {
 
     async fn close(&self) -> Result<()> {
         self.inner.write().closed = true;
+        self.appended.close();
         Ok(())
     }
 }

@@ -49,6 +49,8 @@ mod memory;
 pub mod postgres;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) mod sql;
+mod read;
+mod signal;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
@@ -67,6 +69,11 @@ use crate::message::{EventEnvelope, EventId, NewEvent, StreamId};
 pub(crate) use crate::message::check_stream_id;
 pub use crate::message::{ExpectedVersion, MAX_STREAM_ID_BYTES};
 pub use memory::InMemoryEventStore;
+pub use read::{Page, PartitionSet, ReadFilter};
+pub use signal::AppendSignal;
+pub(crate) use signal::AppendNotifier;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use signal::{WeakNotifier, Watcher};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresConfig, PostgresEventStore, Wakeups};
@@ -89,19 +96,28 @@ pub(crate) fn check_batch(stream: &str, events: &[NewEvent]) -> Result<()> {
             });
         }
         if !seen.insert(event.event_id) {
-            return Err(duplicate_id(stream, event.event_id, None));
+            // Nothing is stored: a mistake in this batch, not a duplicate of a stored event.
+            return Err(Error::EventPersistence {
+                stream: StreamId::from(stream),
+                reason: format!(
+                    "event id {} appears twice in this append; give every new event its own id",
+                    event.event_id
+                ),
+                source: None,
+            });
         }
     }
     Ok(())
 }
 
-/// The error for an event id that is stored already (or twice in one batch).
+/// The error for an event id that is stored already, found by a unique key (`source`) or an
+/// index, without knowing where it is stored.
 pub(crate) fn duplicate_id(stream: &str, id: EventId, source: Option<BoxError>) -> Error {
-    Error::EventPersistence {
+    Error::DuplicateEvent {
         stream: StreamId::from(stream),
-        reason: format!(
-            "event id {id} appears twice or is already stored, and this append is not an exact retry of the one that stored it; give every new event its own id"
-        ),
+        event_id: id,
+        stored_stream: None,
+        stored_version: None,
         source,
     }
 }
@@ -125,16 +141,15 @@ pub(crate) fn retry_span(
 /// `first_stream`) but which is not an exact retry of the append that stored it.
 pub(crate) fn not_a_retry(
     stream: &str,
-    id: crate::message::EventId,
+    id: EventId,
     first_stream: &str,
     first_version: u64,
 ) -> Error {
-    Error::EventPersistence {
+    Error::DuplicateEvent {
         stream: StreamId::from(stream),
-        reason: format!(
-            "event id {id} is already stored at version {first_version} of stream `{first_stream}`, \
-             and this append is not an exact retry of that one; give new events new ids"
-        ),
+        event_id: id,
+        stored_stream: Some(StreamId::from(first_stream)),
+        stored_version: Some(first_version),
         source: None,
     }
 }
@@ -426,6 +441,35 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
 
     /// The highest global position ever written (0 for an empty store).
     async fn last_position(&self) -> Result<u64>;
+
+    /// Up to `limit` events after `after` that pass `filter`, in global order, and how far
+    /// the read proved the log ([`Page::scanned_to`]), so a reader of rare events moves its
+    /// checkpoint over the others.
+    ///
+    /// The default reads `limit` events with [`read_all`](EventStore::read_all) and filters
+    /// them here; `scanned_to` is then the last position read (or `after`).
+    async fn read_page(&self, after: u64, limit: usize, filter: &ReadFilter) -> Result<Page> {
+        if limit == 0 {
+            return Ok(Page::new(Vec::new(), after));
+        }
+        let partition = match filter.partition_set() {
+            Some(set) if set.members().len() == 1 => {
+                Partition::new(set.members()[0], set.total()).ok()
+            }
+            _ => None,
+        };
+        let read = self.read_all(after, limit, partition).await?;
+        let scanned_to = read.last().map_or(after, |e| e.global_position.max(after));
+        let events = read.into_iter().filter(|e| filter.matches(e)).collect();
+        Ok(Page::new(events, scanned_to))
+    }
+
+    /// Wakes live readers when events were appended: at once for appends through this store
+    /// (and its clones), and from other processes where the backend can tell. The default
+    /// never fires; readers then poll.
+    fn append_signal(&self) -> AppendSignal {
+        AppendSignal::never()
+    }
 
     /// Deletes a stream and all its events. Returns whether it existed. Its id may be reused.
     async fn delete_stream(&self, stream: &str) -> Result<bool>;
