@@ -96,6 +96,7 @@ pub mod command;
 pub mod config;
 mod context;
 mod delivery;
+pub(crate) mod fault;
 pub mod error;
 pub mod event;
 pub mod message;
@@ -107,6 +108,7 @@ pub mod repository;
 pub mod schema;
 pub mod snapshot;
 pub mod store;
+pub mod subscription;
 #[cfg(any(test, feature = "testing"))]
 #[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
@@ -190,4 +192,6 @@ mod guide {
     struct Benchmarks;
     #[doc = include_str!("../../docs/macros.md")]
     struct Macros;
+    #[doc = include_str!("../../docs/subscriptions.md")]
+    struct Subscriptions;
 }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     // Value types every layer uses, and the errors.
     &["message", "error", "config::secret", "config::Secret"],
-    // Which message is being handled.
-    &["context"],
+    // Which message is being handled; fault points for crash tests.
+    &["context", "fault"],
     // Calling user code: permit, timeout, panic isolation, retry, give up.
     &["delivery"],
     // Event types, codecs and upcasters.

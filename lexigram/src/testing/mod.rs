@@ -26,3 +26,12 @@ mod snapshot_store;
 pub use event_store::event_store_suite;
 pub use paired::paired_store_suite;
 pub use snapshot_store::snapshot_store_suite;
+
+/// Fault points for crash tests: arm a named point in this process, or set `LEXIGRAM_FAULT`
+/// in a child's environment (see the syntax on [`faults::arm`]'s module).
+///
+/// Points: `subscription.after_handle` (after the reactor handled an event, before its batch
+/// is committed), `subscription.after_commit` (after a checkpoint commit).
+pub mod faults {
+    pub use crate::fault::{Fault, arm, disarm, passes};
+}

@@ -26,6 +26,8 @@ pub(crate) struct EventLog<D: Dialect> {
     pub(crate) db: SqlDb<D>,
     closed: Arc<AtomicBool>,
     schema: Option<Arc<SchemaRegistry>>,
+    /// Wakes this process's live readers after each append through the log.
+    pub(crate) appended: crate::store::AppendNotifier,
 }
 
 impl<D: Dialect> Clone for EventLog<D> {
@@ -34,6 +36,7 @@ impl<D: Dialect> Clone for EventLog<D> {
             db: self.db.clone(),
             closed: Arc::clone(&self.closed),
             schema: self.schema.clone(),
+            appended: self.appended.clone(),
         }
     }
 }
@@ -45,6 +48,7 @@ impl<D: Dialect> EventLog<D> {
             db,
             closed: Arc::new(AtomicBool::new(false)),
             schema: None,
+            appended: crate::store::AppendNotifier::default(),
         }
     }
 
@@ -75,7 +79,7 @@ impl<D: Dialect> EventLog<D> {
         super::check_batch(stream, events)
     }
 
-    fn upcast(&self, envelopes: Vec<EventEnvelope>) -> Vec<EventEnvelope> {
+    pub(super) fn upcast(&self, envelopes: Vec<EventEnvelope>) -> Vec<EventEnvelope> {
         match &self.schema {
             Some(schema) => schema.upcast_read(envelopes),
             None => envelopes,
@@ -393,7 +397,15 @@ macro_rules! sql_event_store {
                 expected: $crate::store::ExpectedVersion,
             ) -> $crate::Result<$crate::store::AppendResult> {
                 self.log.check_append(stream, &events)?;
-                self.append_events(stream, events, expected).await
+                let done = self.append_events(stream, events, expected).await?;
+                if let ::std::option::Option::Some(last) = done.last_position() {
+                    self.log.appended.announce(last);
+                }
+                ::std::result::Result::Ok(done)
+            }
+
+            fn append_signal(&self) -> $crate::store::AppendSignal {
+                self.log.appended.subscribe()
             }
 
             async fn read(

@@ -1,0 +1,361 @@
+//! The in-memory checkpoint store: for tests and single-process apps on the memory event
+//! store. Leases run on tokio's clock, so a test with a paused clock controls expiry.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::{
+    CheckpointStore, Lease, NodeId, ParkedEvent, PartitionKey, PartitionState, RunStatus,
+    SubscriptionSpec, lease_lost,
+};
+use crate::error::{Error, Result};
+use crate::message::EventId;
+use crate::store::Partition;
+
+/// Checkpoints in memory, lost with the process. Clones share the state.
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryCheckpointStore {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    subscriptions: BTreeMap<(Arc<str>, u32), Sub>,
+    members: BTreeMap<NodeId, Instant>,
+}
+
+#[derive(Debug)]
+struct Sub {
+    rows: Vec<Row>,
+    parked: BTreeMap<EventId, ParkedEvent>,
+}
+
+#[derive(Debug, Clone)]
+struct Row {
+    position: u64,
+    status: RunStatus,
+    owner: Option<NodeId>,
+    epoch: u64,
+    until: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl Row {
+    fn new(position: u64) -> Self {
+        Self {
+            position,
+            status: RunStatus::Running,
+            owner: None,
+            epoch: 0,
+            until: None,
+            last_error: None,
+        }
+    }
+
+    fn held_by(&self, lease: &Lease, now: Instant) -> bool {
+        self.owner.as_ref() == Some(&lease.owner)
+            && self.epoch == lease.epoch
+            && self.until.is_some_and(|until| until > now)
+    }
+}
+
+impl Sub {
+    /// Partition `i` of `P` keeps its row; `i + P` copies its checkpoint and status; every
+    /// lease is fenced out.
+    fn split(&mut self) {
+        let copies: Vec<Row> = self
+            .rows
+            .iter()
+            .map(|r| Row {
+                status: r.status,
+                ..Row::new(r.position)
+            })
+            .collect();
+        self.rows.extend(copies);
+        for row in &mut self.rows {
+            row.epoch += 1;
+            row.owner = None;
+            row.until = None;
+        }
+    }
+}
+
+impl InMemoryCheckpointStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn key_of(lease: &Lease) -> (Arc<str>, u32) {
+    (Arc::clone(&lease.key.subscription), lease.key.version)
+}
+
+#[async_trait]
+impl CheckpointStore for InMemoryCheckpointStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn register(&self, spec: &SubscriptionSpec) -> Result<u32> {
+        let mut state = self.state.lock();
+        let sub = state
+            .subscriptions
+            .entry((Arc::clone(&spec.name), spec.version))
+            .or_insert_with(|| Sub {
+                rows: (0..spec.partitions.max(1))
+                    .map(|_| Row::new(spec.start_after))
+                    .collect(),
+                parked: BTreeMap::new(),
+            });
+        let mut have = sub.rows.len() as u32;
+        let want = spec.partitions.max(1);
+        if want != have {
+            if want < have || want % have != 0 || !(want / have).is_power_of_two() {
+                return Err(Error::Config {
+                    problems: vec![format!(
+                        "subscription `{}` has {have} partitions and now asks for {want}: only doubling is exact (to {}, {}, ...); keep {have}, or start a new version",
+                        spec.name,
+                        have * 2,
+                        have * 4
+                    )],
+                });
+            }
+            while have < want {
+                sub.split();
+                have *= 2;
+            }
+        }
+        Ok(have)
+    }
+
+    async fn claim(
+        &self,
+        key: &PartitionKey,
+        me: &NodeId,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let Some(sub) = state
+            .subscriptions
+            .get_mut(&(Arc::clone(&key.subscription), key.version))
+        else {
+            return Ok(None);
+        };
+        let partitions = sub.rows.len() as u32;
+        let Some(row) = sub.rows.get_mut(key.partition as usize) else {
+            return Ok(None);
+        };
+        let free = row.owner.is_none()
+            || row.owner.as_ref() == Some(me)
+            || row.until.is_none_or(|until| until <= now);
+        if !free {
+            return Ok(None);
+        }
+        row.owner = Some(me.clone());
+        row.epoch += 1;
+        row.until = Some(now + ttl);
+        Ok(Some(Lease {
+            key: key.clone(),
+            owner: me.clone(),
+            epoch: row.epoch,
+            partitions,
+            position: row.position,
+            status: row.status,
+            valid_until: now + ttl,
+        }))
+    }
+
+    async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let sub = state
+            .subscriptions
+            .get_mut(&key_of(lease))
+            .ok_or_else(|| lease_lost(lease))?;
+        let partitions = sub.rows.len() as u32;
+        let row = sub
+            .rows
+            .get_mut(lease.key.partition as usize)
+            .filter(|row| row.held_by(lease, now))
+            .ok_or_else(|| lease_lost(lease))?;
+        row.until = Some(now + ttl);
+        let mut renewed = lease.clone();
+        renewed.partitions = partitions;
+        renewed.status = row.status;
+        renewed.valid_until = now + ttl;
+        Ok(renewed)
+    }
+
+    async fn release(&self, lease: &Lease) -> Result<()> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        if let Some(row) = state
+            .subscriptions
+            .get_mut(&key_of(lease))
+            .and_then(|sub| sub.rows.get_mut(lease.key.partition as usize))
+            .filter(|row| row.held_by(lease, now))
+        {
+            row.owner = None;
+            row.until = None;
+        }
+        Ok(())
+    }
+
+    async fn commit(&self, lease: &Lease, position: u64, parked: &[ParkedEvent]) -> Result<()> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let sub = state
+            .subscriptions
+            .get_mut(&key_of(lease))
+            .ok_or_else(|| lease_lost(lease))?;
+        let row = sub
+            .rows
+            .get_mut(lease.key.partition as usize)
+            .filter(|row| row.held_by(lease, now))
+            .ok_or_else(|| lease_lost(lease))?;
+        row.position = row.position.max(position);
+        row.last_error = None;
+        for event in parked {
+            sub.parked
+                .entry(event.event_id)
+                .or_insert_with(|| event.clone());
+        }
+        Ok(())
+    }
+
+    async fn record_error(&self, lease: &Lease, error: &str) -> Result<()> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let row = state
+            .subscriptions
+            .get_mut(&key_of(lease))
+            .and_then(|sub| sub.rows.get_mut(lease.key.partition as usize))
+            .filter(|row| row.held_by(lease, now))
+            .ok_or_else(|| lease_lost(lease))?;
+        row.last_error = Some(error.chars().take(2_000).collect());
+        Ok(())
+    }
+
+    async fn parked(&self, subscription: &str, version: u32) -> Result<Vec<ParkedEvent>> {
+        let state = self.state.lock();
+        let mut parked: Vec<ParkedEvent> = state
+            .subscriptions
+            .get(&(Arc::from(subscription), version))
+            .map(|sub| sub.parked.values().cloned().collect())
+            .unwrap_or_default();
+        parked.sort_by_key(|p| p.position);
+        Ok(parked)
+    }
+
+    async fn unpark(&self, lease: &Lease, event_ids: &[EventId]) -> Result<u64> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let sub = state
+            .subscriptions
+            .get_mut(&key_of(lease))
+            .ok_or_else(|| lease_lost(lease))?;
+        if !sub
+            .rows
+            .get(lease.key.partition as usize)
+            .is_some_and(|row| row.held_by(lease, now))
+        {
+            return Err(lease_lost(lease));
+        }
+        let removed = event_ids
+            .iter()
+            .filter(|id| sub.parked.remove(id).is_some())
+            .count();
+        Ok(removed as u64)
+    }
+
+    async fn set_status(
+        &self,
+        subscription: &str,
+        version: u32,
+        status: RunStatus,
+    ) -> Result<u64> {
+        let mut state = self.state.lock();
+        let Some(sub) = state
+            .subscriptions
+            .get_mut(&(Arc::from(subscription), version))
+        else {
+            return Ok(0);
+        };
+        let mut changed = 0;
+        for row in &mut sub.rows {
+            if row.status != status {
+                row.status = status;
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    }
+
+    async fn states(&self, subscription: Option<&str>) -> Result<Vec<PartitionState>> {
+        let now = Instant::now();
+        let state = self.state.lock();
+        let mut states = Vec::new();
+        for ((name, version), sub) in &state.subscriptions {
+            if subscription.is_some_and(|wanted| wanted != &**name) {
+                continue;
+            }
+            let total = sub.rows.len() as u32;
+            for (index, row) in sub.rows.iter().enumerate() {
+                let live = row.until.filter(|until| *until > now);
+                let parked = sub
+                    .parked
+                    .values()
+                    .filter(|p| Partition::of(p.stream.as_str(), total) == index as u32)
+                    .count() as u64;
+                states.push(PartitionState {
+                    key: PartitionKey {
+                        subscription: Arc::clone(name),
+                        version: *version,
+                        partition: index as u32,
+                    },
+                    partitions: total,
+                    position: row.position,
+                    status: row.status,
+                    owner: live.and(row.owner.clone()),
+                    epoch: row.epoch,
+                    lease_expires_in: live.map(|until| until - now),
+                    last_error: row.last_error.clone(),
+                    parked,
+                });
+            }
+        }
+        Ok(states)
+    }
+
+    async fn heartbeat(&self, me: &NodeId, ttl: Duration) -> Result<Vec<NodeId>> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        state.members.insert(me.clone(), now + ttl);
+        state.members.retain(|_, until| *until > now);
+        Ok(state.members.keys().cloned().collect())
+    }
+
+    async fn leave(&self, me: &NodeId) -> Result<()> {
+        self.state.lock().members.remove(me);
+        Ok(())
+    }
+
+    async fn split(&self, subscription: &str, version: u32) -> Result<u32> {
+        let mut state = self.state.lock();
+        let sub = state
+            .subscriptions
+            .get_mut(&(Arc::from(subscription), version))
+            .ok_or_else(|| Error::InvalidArgument {
+                reason: format!("no subscription `{subscription}` (version {version}) to split"),
+            })?;
+        sub.split();
+        Ok(sub.rows.len() as u32)
+    }
+}

@@ -1,0 +1,575 @@
+//! [`Reactions`]: the handle that starts subscriptions on this node, shares their partitions
+//! with the other nodes, reports their status and stops them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use super::checkpoint::{
+    CheckpointStore, NodeId, ParkedEvent, PartitionKey, PartitionState, RunStatus,
+    SubscriptionSpec,
+};
+use super::definition::{StartFrom, Subscription};
+use super::worker::{self, Control, Exit, ReplayReport, Shared, Stop};
+use crate::delivery::Delivery;
+use crate::error::{Error, Result};
+use crate::message::StreamId;
+use crate::store::{EventStore, Partition};
+
+/// Runs durable subscriptions on this node.
+///
+/// Each started [`Subscription`] gets a coordinator task that registers it, claims a fair
+/// share of its partitions (⌈partitions ÷ live nodes⌉) with fenced leases, gives up the excess
+/// when more nodes join, and takes over the partitions of nodes whose leases expired. Each
+/// claimed partition runs in a task of its own. Cheap to clone.
+///
+/// ```
+/// use std::sync::Arc;
+/// use lexigram::store::InMemoryEventStore;
+/// use lexigram::subscription::{reactor_fn, InMemoryCheckpointStore, Reactions, Subscription};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), lexigram::Error> {
+/// let reactions = Reactions::new(
+///     Arc::new(InMemoryEventStore::new()),
+///     Arc::new(InMemoryCheckpointStore::new()),
+/// );
+/// let audit = Subscription::builder("audit")
+///     .reactor(reactor_fn(|event, _ctx| async move {
+///         println!("{} {}", event.global_position, event.event_type);
+///         Ok(())
+///     }))
+///     .build()?;
+/// reactions.start(audit).await?;
+/// reactions.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Reactions {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    events: Arc<dyn EventStore>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    node: NodeId,
+    running: Mutex<BTreeMap<Arc<str>, Running>>,
+}
+
+struct Running {
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    requests: mpsc::Sender<Request>,
+    task: JoinHandle<()>,
+    held: Arc<Mutex<Vec<u32>>>,
+}
+
+enum Request {
+    Replay {
+        stream: StreamId,
+        reply: oneshot::Sender<Result<ReplayReport>>,
+    },
+}
+
+impl fmt::Debug for Reactions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reactions")
+            .field("node", &self.inner.node)
+            .field("events", &self.inner.events.backend())
+            .field("checkpoints", &self.inner.checkpoints.backend())
+            .field("running", &self.inner.running.lock().keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// Where one subscription stands.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SubscriptionStatus {
+    /// The subscription.
+    pub name: String,
+    /// The highest position in the event store.
+    pub head: u64,
+    /// How far the slowest partition trails the head (in positions, an upper bound on the
+    /// events it has not handled yet).
+    pub lag: u64,
+    /// Events parked in all partitions.
+    pub parked: u64,
+    /// The partitions this node holds.
+    pub held_here: Vec<u32>,
+    /// Every partition, as the checkpoint store has it.
+    pub partitions: Vec<PartitionState>,
+}
+
+impl Reactions {
+    /// Subscriptions over `events`, checkpointed in `checkpoints`, as a node with a generated
+    /// id (`hostname-pid-random`).
+    pub fn new(events: Arc<dyn EventStore>, checkpoints: Arc<dyn CheckpointStore>) -> Self {
+        Self::with_node(events, checkpoints, NodeId::generate())
+    }
+
+    /// The same, as the node `node` (unique among the processes sharing the database).
+    pub fn with_node(
+        events: Arc<dyn EventStore>,
+        checkpoints: Arc<dyn CheckpointStore>,
+        node: NodeId,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                events,
+                checkpoints,
+                node,
+                running: Mutex::new(BTreeMap::new()),
+            }),
+        }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &NodeId {
+        &self.inner.node
+    }
+
+    /// The checkpoint store.
+    pub fn checkpoints(&self) -> &Arc<dyn CheckpointStore> {
+        &self.inner.checkpoints
+    }
+
+    /// Registers `subscription` (creating its checkpoints, or splitting its partitions when
+    /// it now asks for a power-of-two multiple of what it had) and starts running it here.
+    ///
+    /// Fails when a subscription of the same name already runs on this node, or when the
+    /// checkpoint store refuses the registration.
+    pub async fn start(&self, subscription: Subscription) -> Result<()> {
+        if self.inner.running.lock().contains_key(&subscription.name) {
+            return Err(Error::Config {
+                problems: vec![format!(
+                    "subscription `{}` is started twice on this node; give each subscription its own name",
+                    subscription.name
+                )],
+            });
+        }
+        let start_after = match subscription.start {
+            StartFrom::Origin => 0,
+            StartFrom::Now => self.inner.events.last_position().await?,
+            StartFrom::After(position) => position,
+        };
+        let spec = SubscriptionSpec::new(
+            Arc::clone(&subscription.name),
+            subscription.version,
+            subscription.partitions,
+            start_after,
+        );
+        let partitions = self.inner.checkpoints.register(&spec).await?;
+        let shared = Arc::new(Shared {
+            delivery: Delivery::new(
+                partitions as usize,
+                subscription.options.handler_timeout,
+            ),
+            retry: subscription.options.retry_policy(),
+            def: subscription,
+            events: Arc::clone(&self.inner.events),
+            checkpoints: Arc::clone(&self.inner.checkpoints),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let (requests, incoming) = mpsc::channel(16);
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let coordinator = Coordinator {
+            shared: Arc::clone(&shared),
+            node: self.inner.node.clone(),
+            partitions,
+            workers: BTreeMap::new(),
+            held: Arc::clone(&held),
+        };
+        let task = tokio::spawn(coordinator.run(stopped, incoming));
+        let name = Arc::clone(&shared.def.name);
+        let mut running = self.inner.running.lock();
+        if running.contains_key(&name) {
+            task.abort();
+            return Err(Error::Config {
+                problems: vec![format!("subscription `{name}` is started twice on this node")],
+            });
+        }
+        running.insert(
+            name,
+            Running {
+                shared,
+                stop,
+                requests,
+                task,
+                held,
+            },
+        );
+        Ok(())
+    }
+
+    /// The names of the subscriptions running here.
+    pub fn running(&self) -> Vec<String> {
+        self.inner.running.lock().keys().map(|k| k.to_string()).collect()
+    }
+
+    /// Where a subscription stands: its partitions' checkpoints and leases, lag and parked
+    /// events.
+    pub async fn status(&self, name: &str) -> Result<SubscriptionStatus> {
+        let held_here = self
+            .inner
+            .running
+            .lock()
+            .get(name)
+            .map(|r| r.held.lock().clone())
+            .unwrap_or_default();
+        let partitions = self.inner.checkpoints.states(Some(name)).await?;
+        if partitions.is_empty() {
+            return Err(unknown(name));
+        }
+        let head = self.inner.events.last_position().await?;
+        let slowest = partitions.iter().map(|p| p.position).min().unwrap_or(0);
+        Ok(SubscriptionStatus {
+            name: name.to_owned(),
+            head,
+            lag: head.saturating_sub(slowest),
+            parked: partitions.iter().map(|p| p.parked).sum(),
+            held_here,
+            partitions,
+        })
+    }
+
+    /// The events parked by a subscription, in position order.
+    pub async fn parked(&self, name: &str) -> Result<Vec<ParkedEvent>> {
+        let version = self.version_of(name).await?;
+        self.inner.checkpoints.parked(name, version).await
+    }
+
+    /// Handles the parked events of `stream` again, in their order, on the partition that
+    /// owns the stream; each that succeeds leaves the parked set, and the stream flows again
+    /// once none is left. The partition must be held by this node.
+    pub async fn replay_parked(&self, name: &str, stream: &str) -> Result<ReplayReport> {
+        let requests = self
+            .inner
+            .running
+            .lock()
+            .get(name)
+            .map(|r| r.requests.clone())
+            .ok_or_else(|| not_running(name))?;
+        let (reply, answer) = oneshot::channel();
+        requests
+            .send(Request::Replay {
+                stream: StreamId::from(stream),
+                reply,
+            })
+            .await
+            .map_err(|_| not_running(name))?;
+        answer.await.map_err(|_| Error::InvalidArgument {
+            reason: format!(
+                "the partition of stream `{stream}` in subscription `{name}` stopped before replaying; try again"
+            ),
+        })?
+    }
+
+    /// Pauses a subscription on every node: each partition finishes its batch in flight and
+    /// handles nothing more until [`resume`](Self::resume) (nodes see it at their next lease
+    /// renewal).
+    pub async fn pause(&self, name: &str) -> Result<()> {
+        self.set_status(name, RunStatus::Paused).await
+    }
+
+    /// Resumes a paused subscription on every node.
+    pub async fn resume(&self, name: &str) -> Result<()> {
+        self.set_status(name, RunStatus::Running).await
+    }
+
+    async fn set_status(&self, name: &str, status: RunStatus) -> Result<()> {
+        let version = self.version_of(name).await?;
+        self.inner
+            .checkpoints
+            .set_status(name, version, status)
+            .await?;
+        Ok(())
+    }
+
+    /// Splits every partition of a subscription in two, exactly (partition *i* of *P*
+    /// becomes *i* and *i + P* of *2P*, both at *i*'s checkpoint). Current leases are fenced
+    /// out; their uncommitted batches are handled again by the new owners. Returns the new
+    /// partition count.
+    pub async fn split(&self, name: &str) -> Result<u32> {
+        let version = self.version_of(name).await?;
+        self.inner.checkpoints.split(name, version).await
+    }
+
+    /// Waits until every partition of `name` has committed a checkpoint at or beyond
+    /// `position`, or `timeout` passes ([`Error::Timeout`]).
+    pub async fn wait_for(&self, name: &str, position: u64, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let states = self.inner.checkpoints.states(Some(name)).await?;
+            if !states.is_empty() && states.iter().all(|s| s.position >= position) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    operation: format!("waiting for subscription `{name}` to reach position {position}"),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops one subscription here: its partitions commit their batch in flight and release
+    /// their leases, within its `drain_timeout` (batches still running then are abandoned,
+    /// uncommitted, and handled again by the next owner).
+    pub async fn stop(&self, name: &str) -> Result<()> {
+        let running = self.inner.running.lock().remove(name);
+        match running {
+            Some(running) => stop_one(running).await,
+            None => Err(not_running(name)),
+        }
+    }
+
+    /// Stops every subscription here (see [`stop`](Self::stop)) and leaves the members.
+    pub async fn shutdown(&self) -> Result<()> {
+        let all: Vec<Running> = std::mem::take(&mut *self.inner.running.lock())
+            .into_values()
+            .collect();
+        let mut first_error = None;
+        for result in futures_util::future::join_all(all.into_iter().map(stop_one)).await {
+            if let Err(error) = result {
+                first_error.get_or_insert(error);
+            }
+        }
+        if let Err(error) = self.inner.checkpoints.leave(&self.inner.node).await {
+            first_error.get_or_insert(error);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn version_of(&self, name: &str) -> Result<u32> {
+        if let Some(running) = self.inner.running.lock().get(name) {
+            return Ok(running.shared.def.version);
+        }
+        let states = self.inner.checkpoints.states(Some(name)).await?;
+        states
+            .iter()
+            .map(|s| s.key.version)
+            .max()
+            .ok_or_else(|| unknown(name))
+    }
+}
+
+async fn stop_one(running: Running) -> Result<()> {
+    let drain = running.shared.def.options.drain_timeout;
+    running.stop.send_replace(true);
+    let mut task = running.task;
+    // The coordinator drains its workers within `drain_timeout`; give it a little more.
+    match tokio::time::timeout(drain + Duration::from_millis(500), &mut task).await {
+        Ok(_) => Ok(()),
+        Err(_) => {
+            task.abort();
+            Err(Error::ShutdownTimeout {
+                component: "durable subscription",
+                deadline: drain,
+                abandoned: 0,
+            })
+        }
+    }
+}
+
+fn unknown(name: &str) -> Error {
+    Error::InvalidArgument {
+        reason: format!("no subscription `{name}` is registered in the checkpoint store"),
+    }
+}
+
+fn not_running(name: &str) -> Error {
+    Error::InvalidArgument {
+        reason: format!(
+            "subscription `{name}` is not running on this node; start it here (or ask the node that runs it)"
+        ),
+    }
+}
+
+struct WorkerHandle {
+    stop: watch::Sender<Stop>,
+    control: mpsc::Sender<Control>,
+    task: JoinHandle<Exit>,
+}
+
+/// Shares one subscription's partitions with the other nodes and runs the claimed ones.
+struct Coordinator {
+    shared: Arc<Shared>,
+    node: NodeId,
+    partitions: u32,
+    workers: BTreeMap<u32, WorkerHandle>,
+    held: Arc<Mutex<Vec<u32>>>,
+}
+
+impl Coordinator {
+    async fn run(mut self, mut stopped: watch::Receiver<bool>, mut requests: mpsc::Receiver<Request>) {
+        let claim_interval = self.shared.def.options.claim_interval;
+        loop {
+            self.reap();
+            if let Err(error) = self.rebalance().await {
+                tracing::warn!(
+                    target: "lexigram::subscription",
+                    subscription = %self.shared.def.name,
+                    %error,
+                    "could not share partitions; retrying"
+                );
+            }
+            self.publish_held();
+            tokio::select! {
+                () = tokio::time::sleep(claim_interval) => {}
+                _ = stopped.changed() => break,
+                request = requests.recv() => match request {
+                    Some(request) => self.route(request).await,
+                    None => break,
+                },
+            }
+            if *stopped.borrow() {
+                break;
+            }
+        }
+        self.drain().await;
+    }
+
+    fn publish_held(&self) {
+        *self.held.lock() = self.workers.keys().copied().collect();
+    }
+
+    /// Forgets workers that ended (lease lost, released, failed).
+    fn reap(&mut self) {
+        self.workers.retain(|_, worker| !worker.task.is_finished());
+    }
+
+    async fn rebalance(&mut self) -> Result<()> {
+        let options = &self.shared.def.options;
+        let members = self
+            .shared
+            .checkpoints
+            .heartbeat(&self.node, options.lease_ttl)
+            .await?;
+        let live = members.len().max(1) as u32;
+        let target = self.partitions.div_ceil(live) as usize;
+        let held = self.workers.len();
+        if held > target {
+            // Give up the excess, highest partitions first: they commit, then release.
+            let excess: Vec<u32> = self.workers.keys().rev().take(held - target).copied().collect();
+            for partition in excess {
+                if let Some(worker) = self.workers.get(&partition) {
+                    worker.stop.send_replace(Stop::Release);
+                }
+            }
+            return Ok(());
+        }
+        let me = members.iter().position(|m| m == &self.node).unwrap_or(0) as u32;
+        let offset = (me * target as u32) % self.partitions.max(1);
+        let mut index = 0;
+        while index < self.partitions && self.workers.len() < target {
+            let partition = (offset + index) % self.partitions;
+            index += 1;
+            if self.workers.contains_key(&partition) {
+                continue;
+            }
+            let key = PartitionKey {
+                subscription: Arc::clone(&self.shared.def.name),
+                version: self.shared.def.version,
+                partition,
+            };
+            let Some(lease) = self
+                .shared
+                .checkpoints
+                .claim(&key, &self.node, options.lease_ttl)
+                .await?
+            else {
+                continue;
+            };
+            if lease.partitions != self.partitions {
+                // Split meanwhile: claim again with the new layout.
+                self.partitions = lease.partitions;
+            }
+            tracing::info!(
+                target: "lexigram::subscription",
+                subscription = %self.shared.def.name,
+                partition,
+                epoch = lease.epoch,
+                position = lease.position,
+                node = %self.node,
+                "claimed a partition"
+            );
+            let (stop, stop_rx) = watch::channel(Stop::Run);
+            let (control, control_rx) = mpsc::channel(4);
+            let task = tokio::spawn(worker::run(
+                Arc::clone(&self.shared),
+                lease,
+                stop_rx,
+                control_rx,
+            ));
+            self.workers.insert(
+                partition,
+                WorkerHandle {
+                    stop,
+                    control,
+                    task,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    async fn route(&mut self, request: Request) {
+        match request {
+            Request::Replay { stream, reply } => {
+                let partition = Partition::of(stream.as_str(), self.partitions);
+                match self.workers.get(&partition) {
+                    Some(worker) if !worker.task.is_finished() => {
+                        let sent = worker
+                            .control
+                            .send(Control::ReplayParked { stream, reply })
+                            .await;
+                        if let Err(mpsc::error::SendError(Control::ReplayParked { reply, .. })) = sent {
+                            let _ = reply.send(Err(not_held(&self.shared.def.name, partition)));
+                        }
+                    }
+                    _ => {
+                        let _ = reply.send(Err(not_held(&self.shared.def.name, partition)));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks every worker to commit and release, and waits for them within `drain_timeout`.
+    async fn drain(&mut self) {
+        for worker in self.workers.values() {
+            worker.stop.send_replace(Stop::Release);
+        }
+        let drain = self.shared.def.options.drain_timeout;
+        let deadline = tokio::time::Instant::now() + drain;
+        for (partition, worker) in std::mem::take(&mut self.workers) {
+            let mut task = worker.task;
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!(
+                    target: "lexigram::subscription",
+                    subscription = %self.shared.def.name,
+                    partition,
+                    ?drain,
+                    "a batch did not finish within the drain timeout; abandoned uncommitted"
+                );
+                task.abort();
+            }
+        }
+        self.publish_held();
+    }
+}
+
+fn not_held(name: &str, partition: u32) -> Error {
+    Error::InvalidArgument {
+        reason: format!(
+            "partition {partition} of subscription `{name}` is not held by this node; ask the node that holds it (see `Reactions::status`)"
+        ),
+    }
+}

@@ -1,0 +1,591 @@
+//! One partition of one subscription, on this node: a lease keeper that renews the lease
+//! in the background, and the loop that reads pages, calls the reactor and commits.
+//!
+//! The loop holds no transaction across handler calls or between batches: every checkpoint
+//! write is one fenced statement (or one short transaction with the parked events), so it
+//! never holds back a PostgreSQL reader's watermark.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use super::checkpoint::{CheckpointStore, Lease, ParkedEvent, RunStatus};
+use super::definition::Subscription;
+use super::reactor::ReactionContext;
+use crate::context::{Parent, in_scope};
+use crate::delivery::{Delivery, Retry, RetryPolicy};
+use crate::error::{BoxError, Error, EventLoadError, Result};
+use crate::message::{EventEnvelope, StreamId};
+use crate::store::{EventStore, Partition, PartitionSet, ReadFilter, VersionRange};
+
+/// What every partition worker of one subscription on this node shares.
+pub(crate) struct Shared {
+    pub(crate) def: Subscription,
+    pub(crate) events: Arc<dyn EventStore>,
+    pub(crate) checkpoints: Arc<dyn CheckpointStore>,
+    pub(crate) delivery: Delivery,
+    pub(crate) retry: RetryPolicy,
+}
+
+/// How a worker is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    /// Keep running.
+    Run,
+    /// Commit, release the lease and end (a planned move to another node, or a shutdown).
+    Release,
+}
+
+/// A request to a running worker, served between batches.
+pub(crate) enum Control {
+    /// Replay the parked events of one stream, in order.
+    ReplayParked {
+        stream: StreamId,
+        reply: oneshot::Sender<Result<ReplayReport>>,
+    },
+}
+
+/// What a replay of parked events did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayReport {
+    /// Events handled successfully and removed from the parked set.
+    pub replayed: u64,
+    /// Events still parked (the first of them failed again, or came after one that did).
+    pub still_parked: u64,
+    /// Why the replay stopped early, if it did.
+    pub error: Option<String>,
+}
+
+/// Why a worker ended.
+#[derive(Debug)]
+pub(crate) enum Exit {
+    /// Asked to stop: committed and released.
+    Released,
+    /// Another node holds the partition now (or it was split): nothing more was committed.
+    LeaseLost,
+}
+
+/// The lease as the keeper last renewed it, and whether it is gone.
+struct Held {
+    lease: Mutex<Lease>,
+    lost: watch::Sender<bool>,
+}
+
+impl Held {
+    fn current(&self) -> Lease {
+        self.lease.lock().clone()
+    }
+}
+
+/// Renews the lease every `renew_every` until stopped; marks it lost when the store says
+/// another node holds it, or when it could not be renewed before it ran out (self-fencing:
+/// a worker that cannot prove its lease stops handling, even while the database is away).
+async fn keep(shared: Arc<Shared>, held: Arc<Held>, mut done: watch::Receiver<bool>) {
+    let options = &shared.def.options;
+    let mut wait = options.renew_every;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = done.changed() => return,
+        }
+        let current = held.current();
+        match shared.checkpoints.renew(&current, options.lease_ttl).await {
+            Ok(renewed) => {
+                *held.lease.lock() = renewed;
+                wait = options.renew_every;
+            }
+            Err(Error::LeaseLost { .. }) => {
+                held.lost.send_replace(true);
+                return;
+            }
+            Err(error) => {
+                let left = current.valid_until.saturating_duration_since(Instant::now());
+                tracing::warn!(
+                    target: "lexigram::subscription",
+                    subscription = %shared.def.name,
+                    partition = current.key.partition,
+                    %error,
+                    ?left,
+                    "could not renew the lease; retrying"
+                );
+                if left <= options.renew_every.min(options.lease_ttl / 4) {
+                    held.lost.send_replace(true);
+                    return;
+                }
+                wait = (left / 4).max(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A partition worker's state between batches.
+struct Worker {
+    shared: Arc<Shared>,
+    held: Arc<Held>,
+    lost: watch::Receiver<bool>,
+    stop: watch::Receiver<Stop>,
+    filter: ReadFilter,
+    partition: u32,
+    /// How far the log was read and handled.
+    cursor: u64,
+    /// How far the store has it.
+    committed: u64,
+    last_commit: Instant,
+    /// Streams with a parked event: their later events are parked too.
+    parked_streams: HashSet<StreamId>,
+    /// Parked in this batch, written with the next commit.
+    parking: Vec<ParkedEvent>,
+}
+
+/// Runs one claimed partition until it is released, lost, or asked to stop.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    lease: Lease,
+    stop: watch::Receiver<Stop>,
+    mut control: mpsc::Receiver<Control>,
+) -> Exit {
+    let (lost_tx, lost) = watch::channel(false);
+    let partition = lease.key.partition;
+    let total = lease.partitions;
+    let position = lease.position;
+    let held = Arc::new(Held {
+        lease: Mutex::new(lease),
+        lost: lost_tx,
+    });
+    let (done_tx, done) = watch::channel(false);
+    let keeper = tokio::spawn(keep(Arc::clone(&shared), Arc::clone(&held), done));
+    let mut filter = ReadFilter::all();
+    if let Some(types) = &shared.def.event_types {
+        filter = filter.event_types(types.iter().cloned());
+    }
+    if total > 1
+        && let Ok(one) = Partition::new(partition, total)
+    {
+        filter = filter.partitions(PartitionSet::one(one));
+    }
+    let mut worker = Worker {
+        shared,
+        held,
+        lost,
+        stop,
+        filter,
+        partition,
+        cursor: position,
+        committed: position,
+        last_commit: Instant::now(),
+        parked_streams: HashSet::new(),
+        parking: Vec::new(),
+    };
+    let exit = worker.main(&mut control).await;
+    done_tx.send_replace(true);
+    let _ = keeper.await;
+    if matches!(exit, Exit::Released) {
+        let lease = worker.held.current();
+        if let Err(error) = worker.shared.checkpoints.release(&lease).await {
+            tracing::warn!(
+                target: "lexigram::subscription",
+                subscription = %worker.shared.def.name,
+                partition,
+                %error,
+                "could not release the lease; it expires on its own"
+            );
+        }
+    }
+    exit
+}
+
+impl Worker {
+    fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    fn stopping(&self) -> bool {
+        *self.stop.borrow() != Stop::Run
+    }
+
+    async fn main(&mut self, control: &mut mpsc::Receiver<Control>) -> Exit {
+        if let Err(error) = self.load_parked().await {
+            tracing::warn!(target: "lexigram::subscription", subscription = %self.shared.def.name, %error, "could not read parked events; retrying");
+            if let Some(exit) = self.pause(Duration::from_millis(200), None).await {
+                return exit;
+            }
+            if let Err(error) = self.load_parked().await {
+                return self.fail(&error.to_string()).await;
+            }
+        }
+        let mut signal = self.shared.events.append_signal();
+        let mut signal_open = true;
+        let mut read_failures = 0u32;
+        loop {
+            if self.is_lost() {
+                return Exit::LeaseLost;
+            }
+            if self.stopping() {
+                return self.drain().await;
+            }
+            while let Ok(request) = control.try_recv() {
+                if let Some(exit) = self.serve(request).await {
+                    return exit;
+                }
+            }
+            if self.held.current().status != RunStatus::Running {
+                if let Some(exit) = self.pause(self.shared.def.options.renew_every, Some(control)).await {
+                    return exit;
+                }
+                continue;
+            }
+            let options = &self.shared.def.options;
+            let page = match self
+                .shared
+                .events
+                .read_page(self.cursor, options.batch_size, &self.filter)
+                .await
+            {
+                Ok(page) => {
+                    read_failures = 0;
+                    page
+                }
+                Err(error) => {
+                    read_failures = read_failures.saturating_add(1);
+                    let wait = Duration::from_millis(100)
+                        .saturating_mul(1 << read_failures.min(6))
+                        .min(Duration::from_secs(5));
+                    tracing::warn!(target: "lexigram::subscription", subscription = %options_name(&self.shared), partition = self.partition, %error, ?wait, "reading the log failed; retrying");
+                    if let Some(exit) = self.pause(wait, None).await {
+                        return exit;
+                    }
+                    continue;
+                }
+            };
+            let full = page.events.len() >= options.batch_size;
+            let started = Instant::now();
+            let max_batch_time = options.max_batch_time;
+            let mut handled = 0usize;
+            let count = page.events.len();
+            for envelope in page.events {
+                if self.is_lost() {
+                    return Exit::LeaseLost;
+                }
+                if self.stopping() || started.elapsed() >= max_batch_time && handled > 0 {
+                    break;
+                }
+                let position = envelope.global_position;
+                match self.handle(Arc::new(envelope)).await {
+                    Some(()) => {}
+                    None => return Exit::LeaseLost,
+                }
+                self.cursor = position;
+                handled += 1;
+                crate::fault::point("subscription.after_handle").await;
+            }
+            let whole_page = handled == count;
+            if whole_page {
+                self.cursor = self.cursor.max(page.scanned_to);
+            }
+            let moved_only_over_others = handled == 0 && self.parking.is_empty();
+            let due = !moved_only_over_others
+                || self.last_commit.elapsed() >= self.shared.def.options.poll_interval;
+            if self.cursor > self.committed && due || !self.parking.is_empty() {
+                if let Some(exit) = self.commit().await {
+                    return exit;
+                }
+            }
+            if whole_page && !full {
+                // Caught up: wait for an append, a poll, a request or a stop.
+                let poll = self.shared.def.options.poll_interval;
+                let wait = if self.cursor > self.committed {
+                    poll.min(Duration::from_millis(250))
+                } else {
+                    poll
+                };
+                tokio::select! {
+                    changed = signal.changed(), if signal_open => {
+                        signal_open = changed.is_some();
+                    }
+                    () = tokio::time::sleep(wait) => {}
+                    _ = self.stop.changed() => {}
+                    _ = self.lost.changed() => {}
+                    request = control.recv() => {
+                        if let Some(request) = request
+                            && let Some(exit) = self.serve(request).await
+                        {
+                            return exit;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one event: delivers it, or parks it (and notes its stream). `None` when the
+    /// lease was lost meanwhile (the delivery is abandoned: the new owner delivers it again).
+    async fn handle(&mut self, envelope: Arc<EventEnvelope>) -> Option<()> {
+        if self.parked_streams.contains(&envelope.stream_id) {
+            self.park(&envelope, 0, "an earlier event of this stream is parked; replay the stream's parked events to handle it".to_owned());
+            return Some(());
+        }
+        let delivered = {
+            let deliver = deliver(&self.shared, self.partition, &envelope, false);
+            let mut lost = self.lost.clone();
+            tokio::select! {
+                delivered = deliver => delivered,
+                _ = lost.wait_for(|lost| *lost) => return None,
+            }
+        };
+        if let Err(error) = delivered.1 {
+            tracing::error!(
+                target: "lexigram::subscription",
+                subscription = %self.shared.def.name,
+                partition = self.partition,
+                stream = %envelope.stream_id,
+                stream_version = envelope.stream_version,
+                global_position = envelope.global_position,
+                event_type = %envelope.event_type,
+                attempts = delivered.0,
+                %error,
+                "reaction failed for good; the event and the rest of its stream are parked"
+            );
+            self.park(&envelope, delivered.0, error.to_string());
+        }
+        Some(())
+    }
+
+    fn park(&mut self, envelope: &EventEnvelope, attempts: u32, error: String) {
+        self.parked_streams.insert(envelope.stream_id.clone());
+        self.parking.push(ParkedEvent::new(
+            envelope.global_position,
+            envelope.event_id,
+            envelope.stream_id.clone(),
+            envelope.stream_version,
+            envelope.event_type.to_string(),
+            attempts,
+            error,
+        ));
+    }
+
+    /// Commits the cursor and the parked events, retrying a failing store until the lease is
+    /// lost. `Some` when the worker must end.
+    async fn commit(&mut self) -> Option<Exit> {
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let lease = self.held.current();
+            match self
+                .shared
+                .checkpoints
+                .commit(&lease, self.cursor, &self.parking)
+                .await
+            {
+                Ok(()) => {
+                    self.committed = self.cursor;
+                    self.parking.clear();
+                    self.last_commit = Instant::now();
+                    crate::fault::point("subscription.after_commit").await;
+                    return None;
+                }
+                Err(Error::LeaseLost { .. }) => {
+                    self.held.lost.send_replace(true);
+                    return Some(Exit::LeaseLost);
+                }
+                Err(error) => {
+                    tracing::warn!(target: "lexigram::subscription", subscription = %self.shared.def.name, partition = self.partition, %error, ?wait, "committing the checkpoint failed; retrying");
+                    if self.is_lost() {
+                        return Some(Exit::LeaseLost);
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// A planned stop: commits what was handled, then ends (the caller releases).
+    async fn drain(&mut self) -> Exit {
+        if (self.cursor > self.committed || !self.parking.is_empty())
+            && let Some(exit) = self.commit().await
+        {
+            return exit;
+        }
+        Exit::Released
+    }
+
+    /// Records an error the worker cannot get past, and ends holding nothing.
+    async fn fail(&mut self, error: &str) -> Exit {
+        let lease = self.held.current();
+        if let Err(record) = self.shared.checkpoints.record_error(&lease, error).await {
+            tracing::warn!(target: "lexigram::subscription", subscription = %self.shared.def.name, %record, "could not record the failure");
+        }
+        Exit::Released
+    }
+
+    /// Waits `wait` (or until a stop, a lost lease or a request); `Some` when the worker must end.
+    async fn pause(
+        &mut self,
+        wait: Duration,
+        control: Option<&mut mpsc::Receiver<Control>>,
+    ) -> Option<Exit> {
+        match control {
+            Some(control) => {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = self.stop.changed() => {}
+                    _ = self.lost.changed() => {}
+                    request = control.recv() => {
+                        if let Some(request) = request {
+                            return self.serve(request).await;
+                        }
+                    }
+                }
+            }
+            None => {
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    _ = self.stop.changed() => {}
+                    _ = self.lost.changed() => {}
+                }
+            }
+        }
+        if self.is_lost() {
+            Some(Exit::LeaseLost)
+        } else {
+            None
+        }
+    }
+
+    async fn load_parked(&mut self) -> Result<()> {
+        let parked = self
+            .shared
+            .checkpoints
+            .parked(&self.shared.def.name, self.shared.def.version)
+            .await?;
+        let total = self.held.current().partitions;
+        self.parked_streams = parked
+            .into_iter()
+            .filter(|p| Partition::of(p.stream.as_str(), total) == self.partition)
+            .map(|p| p.stream)
+            .collect();
+        Ok(())
+    }
+
+    async fn serve(&mut self, request: Control) -> Option<Exit> {
+        match request {
+            Control::ReplayParked { stream, reply } => {
+                // Commit first, so the parked set in the store is complete.
+                if (self.cursor > self.committed || !self.parking.is_empty())
+                    && let Some(exit) = self.commit().await
+                {
+                    let _ = reply.send(Err(lease_lost(&self.held.current())));
+                    return Some(exit);
+                }
+                let report = self.replay(&stream).await;
+                let lost = matches!(report, Err(Error::LeaseLost { .. }));
+                let _ = reply.send(report);
+                lost.then_some(Exit::LeaseLost)
+            }
+        }
+    }
+
+    /// Handles the parked events of `stream` again in position order, removing each that
+    /// succeeds; stops at the first that fails. The checkpoint does not move.
+    async fn replay(&mut self, stream: &StreamId) -> Result<ReplayReport> {
+        let mut parked: Vec<ParkedEvent> = self
+            .shared
+            .checkpoints
+            .parked(&self.shared.def.name, self.shared.def.version)
+            .await?
+            .into_iter()
+            .filter(|p| &p.stream == stream)
+            .collect();
+        parked.sort_by_key(|p| p.position);
+        let mut done = Vec::new();
+        let mut error = None;
+        for entry in &parked {
+            let range = VersionRange::from(entry.stream_version).to(entry.stream_version);
+            let found = self.shared.events.read(stream.as_str(), range).await?;
+            let Some(envelope) = found.into_iter().find(|e| e.event_id == entry.event_id) else {
+                // Deleted or purged since: nothing left to handle.
+                done.push(entry.event_id);
+                continue;
+            };
+            let (_, result) = deliver(&self.shared, self.partition, &Arc::new(envelope), true).await;
+            match result {
+                Ok(()) => done.push(entry.event_id),
+                Err(failed) => {
+                    error = Some(failed.to_string());
+                    break;
+                }
+            }
+        }
+        let lease = self.held.current();
+        let replayed = if done.is_empty() {
+            0
+        } else {
+            self.shared.checkpoints.unpark(&lease, &done).await?
+        };
+        let still_parked = (parked.len() - done.len()) as u64;
+        if still_parked == 0 {
+            self.parked_streams.remove(stream);
+        }
+        Ok(ReplayReport {
+            replayed,
+            still_parked,
+            error,
+        })
+    }
+}
+
+fn options_name(shared: &Shared) -> &str {
+    &shared.def.name
+}
+
+fn lease_lost(lease: &Lease) -> Error {
+    Error::LeaseLost {
+        subscription: lease.key.subscription.to_string(),
+        version: lease.key.version,
+        partition: lease.key.partition,
+        epoch: lease.epoch,
+    }
+}
+
+/// Delivers one event under the subscription's policy, in the event's causal scope.
+/// Returns the attempts made and the outcome.
+async fn deliver(
+    shared: &Shared,
+    partition: u32,
+    envelope: &Arc<EventEnvelope>,
+    replay: bool,
+) -> (u32, std::result::Result<(), BoxError>) {
+    if let Some(defect) = envelope.defect() {
+        return (1, Err(defect.to_owned().into()));
+    }
+    let call = |attempt| {
+        let ctx = ReactionContext {
+            envelope: Arc::clone(envelope),
+            subscription: Arc::clone(&shared.def.name),
+            partition,
+            attempt,
+            replay,
+        };
+        let reactor = Arc::clone(&shared.def.reactor);
+        let event = Arc::clone(envelope);
+        in_scope(Parent::Event(Arc::clone(envelope)), async move {
+            reactor.react(&event, &ctx).await
+        })
+    };
+    let retry = |error: &BoxError| {
+        if error.is::<EventLoadError>() {
+            Retry::Never
+        } else {
+            Retry::WhileAttemptsRemain
+        }
+    };
+    let delivered = shared
+        .delivery
+        .run(&shared.retry, &shared.def.name, call, retry)
+        .await;
+    (delivered.attempts, delivered.result)
+}
