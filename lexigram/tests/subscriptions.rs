@@ -16,8 +16,8 @@ use lexigram::message::{Event, EventEnvelope, MessageMetadata, NewEvent};
 use lexigram::store::{EventStore, ExpectedVersion, InMemoryEventStore};
 use lexigram::subscription::{
     CheckpointStore, InMemoryCheckpointStore, Lease, NodeId, ParkedEvent, PartitionKey,
-    PartitionState, ReactionContext, Reactions, Reactor, RunStatus, Subscription,
-    SubscriptionSpec, reactor_fn,
+    PartitionState, ReactionContext, Reactions, Reactor, RunStatus, Subscription, SubscriptionSpec,
+    reactor_fn,
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
@@ -108,7 +108,10 @@ impl Log {
             }
             let lp = last_position.entry(*partition).or_default();
             if *seen.get(&(stream.as_str(), *seq)).unwrap() == 1 {
-                assert!(position > lp, "partition {partition}: {position} after {lp}");
+                assert!(
+                    position > lp,
+                    "partition {partition}: {position} after {lp}"
+                );
                 *lp = *position;
             }
         }
@@ -231,7 +234,9 @@ impl Backend for Postgres {
     async fn open(&self) -> (Arc<dyn EventStore>, Arc<dyn CheckpointStore>) {
         use lexigram::store::PostgresEventStore;
         use lexigram::subscription::PostgresCheckpointStore;
-        let store = PostgresEventStore::connect(&self.db.config()).await.unwrap();
+        let store = PostgresEventStore::connect(&self.db.config())
+            .await
+            .unwrap();
         let checkpoints = PostgresCheckpointStore::new(&store);
         (Arc::new(store), Arc::new(checkpoints))
     }
@@ -263,7 +268,9 @@ macro_rules! on_every_backend {
 }
 
 /// Short leases so takeovers happen within a test.
-fn quick(builder: lexigram::subscription::SubscriptionBuilder) -> lexigram::subscription::SubscriptionBuilder {
+fn quick(
+    builder: lexigram::subscription::SubscriptionBuilder,
+) -> lexigram::subscription::SubscriptionBuilder {
     builder
         .leases(
             Duration::from_millis(800),
@@ -307,7 +314,12 @@ async fn catch_up_under_fire(backend: &dyn Backend) {
     .await;
     reactions.shutdown().await.unwrap();
     let duplicates = log.check(&want);
-    assert_eq!(duplicates, 0, "{}: no crash, so no redelivery", backend.name());
+    assert_eq!(
+        duplicates,
+        0,
+        "{}: no crash, so no redelivery",
+        backend.name()
+    );
 }
 
 on_every_backend!(
@@ -362,7 +374,12 @@ async fn rare_type_filter(backend: &dyn Backend) {
         .await
         .unwrap();
     let positions: Vec<u64> = seen.lock().iter().map(|(_, p)| *p).collect();
-    assert_eq!(positions, rare_at, "{}: exactly the rare events", backend.name());
+    assert_eq!(
+        positions,
+        rare_at,
+        "{}: exactly the rare events",
+        backend.name()
+    );
     let status = reactions.status("t4").await.unwrap();
     assert_eq!(status.lag, 0, "the checkpoint reached the head: {status:?}");
     reactions.shutdown().await.unwrap();
@@ -393,7 +410,10 @@ async fn wake_up_in_process(backend: &dyn Backend) {
         .append("w-1", vec![numbered("w-1", 1)], ExpectedVersion::Any)
         .await
         .unwrap();
-    eventually(Duration::from_secs(2), "woken by the append", || log.len() == 1).await;
+    eventually(Duration::from_secs(2), "woken by the append", || {
+        log.len() == 1
+    })
+    .await;
     let latency = started.elapsed();
     assert!(
         latency < Duration::from_secs(1),
@@ -485,7 +505,13 @@ async fn t6_backoff_schedule_on_a_paused_clock() {
     };
     let reactions = Reactions::new(store, checkpoints.clone());
     let sub = Subscription::builder("t6")
-        .retry(Duration::from_millis(100), 2.0, Duration::from_secs(60), 0.2, 10)
+        .retry(
+            Duration::from_millis(100),
+            2.0,
+            Duration::from_secs(60),
+            0.2,
+            10,
+        )
         .reactor(reactor)
         .build()
         .unwrap();
@@ -506,7 +532,10 @@ async fn t6_backoff_schedule_on_a_paused_clock() {
             "wait {gap:?} should be in [0.8, 1] x {full:?}: {gaps:?}"
         );
     }
-    reactions.wait_for("t6", 1, Duration::from_secs(5)).await.unwrap();
+    reactions
+        .wait_for("t6", 1, Duration::from_secs(5))
+        .await
+        .unwrap();
     assert!(reactions.parked("t6").await.unwrap().is_empty());
     reactions.shutdown().await.unwrap();
 }
@@ -524,7 +553,8 @@ async fn parking_and_replay(backend: &dyn Backend) {
             let (broken, log) = (broken.clone(), log.clone());
             async move {
                 let e: Numbered = event.decode()?;
-                if e.stream == "A" && e.seq == 2 && broken.load(std::sync::atomic::Ordering::SeqCst) {
+                if e.stream == "A" && e.seq == 2 && broken.load(std::sync::atomic::Ordering::SeqCst)
+                {
                     return Err("A2 cannot be handled".into());
                 }
                 log.0
@@ -534,7 +564,15 @@ async fn parking_and_replay(backend: &dyn Backend) {
             }
         })
     };
-    for (stream, seq) in [("A", 1), ("A", 2), ("A", 3), ("B", 1), ("A", 4), ("B", 2), ("B", 3)] {
+    for (stream, seq) in [
+        ("A", 1),
+        ("A", 2),
+        ("A", 3),
+        ("B", 1),
+        ("A", 4),
+        ("B", 2),
+        ("B", 3),
+    ] {
         store
             .append(stream, vec![numbered(stream, seq)], ExpectedVersion::Any)
             .await
@@ -542,17 +580,31 @@ async fn parking_and_replay(backend: &dyn Backend) {
     }
     let reactions = Reactions::new(store.clone(), checkpoints);
     let sub = quick(Subscription::builder("t7"))
-        .retry(Duration::from_millis(1), 2.0, Duration::from_millis(5), 0.0, 3)
+        .retry(
+            Duration::from_millis(1),
+            2.0,
+            Duration::from_millis(5),
+            0.0,
+            3,
+        )
         .reactor(reactor)
         .build()
         .unwrap();
     reactions.start(sub).await.unwrap();
     let head = store.last_position().await.unwrap();
-    reactions.wait_for("t7", head, Duration::from_secs(20)).await.unwrap();
+    reactions
+        .wait_for("t7", head, Duration::from_secs(20))
+        .await
+        .unwrap();
     let handled: Vec<(String, u64)> = log.0.lock().iter().map(|e| (e.0.clone(), e.1)).collect();
     assert_eq!(
         handled,
-        [("A".into(), 1), ("B".into(), 1), ("B".into(), 2), ("B".into(), 3)],
+        [
+            ("A".into(), 1),
+            ("B".into(), 1),
+            ("B".into(), 2),
+            ("B".into(), 3)
+        ],
         "{}: B flows past the parked A",
         backend.name()
     );
@@ -566,18 +618,28 @@ async fn parking_and_replay(backend: &dyn Backend) {
         [("A".into(), 2, 3), ("A".into(), 3, 0), ("A".into(), 4, 0)],
         "A2 after its 3 attempts, then the rest of A unattempted"
     );
-    assert!(parked[0].error.contains("A2 cannot be handled"), "{:?}", parked[0]);
+    assert!(
+        parked[0].error.contains("A2 cannot be handled"),
+        "{:?}",
+        parked[0]
+    );
     let status = reactions.status("t7").await.unwrap();
     assert_eq!((status.parked, status.lag), (3, 0), "{status:?}");
 
     broken.store(false, std::sync::atomic::Ordering::SeqCst);
     let report = reactions.replay_parked("t7", "A").await.unwrap();
     assert_eq!((report.replayed, report.still_parked), (3, 0), "{report:?}");
-    let tail: Vec<(String, u64)> = log.0.lock()[4..].iter().map(|e| (e.0.clone(), e.1)).collect();
+    let tail: Vec<(String, u64)> = log.0.lock()[4..]
+        .iter()
+        .map(|e| (e.0.clone(), e.1))
+        .collect();
     assert_eq!(tail, [("A".into(), 2), ("A".into(), 3), ("A".into(), 4)]);
     assert!(reactions.parked("t7").await.unwrap().is_empty());
     let after = reactions.status("t7").await.unwrap();
-    assert_eq!(after.partitions[0].position, status.partitions[0].position, "replay leaves the checkpoint");
+    assert_eq!(
+        after.partitions[0].position, status.partitions[0].position,
+        "replay leaves the checkpoint"
+    );
 
     // A flows again: a new event of A is handled live.
     store
@@ -605,7 +667,10 @@ async fn undecodable_is_parked_at_once(backend: &dyn Backend) {
         lexigram::message::Payload::from_json_text(r#"{"stream": 7}"#),
         MessageMetadata::new(),
     );
-    store.append("U", vec![bad], ExpectedVersion::Any).await.unwrap();
+    store
+        .append("U", vec![bad], ExpectedVersion::Any)
+        .await
+        .unwrap();
     store
         .append("V", vec![numbered("V", 1)], ExpectedVersion::Any)
         .await
@@ -613,16 +678,32 @@ async fn undecodable_is_parked_at_once(backend: &dyn Backend) {
     let log = Log::default();
     let reactions = Reactions::new(store.clone(), checkpoints);
     let sub = quick(Subscription::builder("t9"))
-        .retry(Duration::from_millis(50), 2.0, Duration::from_secs(1), 0.0, 5)
+        .retry(
+            Duration::from_millis(50),
+            2.0,
+            Duration::from_secs(1),
+            0.0,
+            5,
+        )
         .reactor(log.reactor())
         .build()
         .unwrap();
     reactions.start(sub).await.unwrap();
-    reactions.wait_for("t9", 2, Duration::from_secs(10)).await.unwrap();
+    reactions
+        .wait_for("t9", 2, Duration::from_secs(10))
+        .await
+        .unwrap();
     let parked = reactions.parked("t9").await.unwrap();
     assert_eq!(parked.len(), 1, "{parked:?}");
-    assert_eq!(parked[0].attempts, 1, "no retry for an event that cannot decode");
-    assert!(parked[0].error.contains("test.Numbered"), "{}", parked[0].error);
+    assert_eq!(
+        parked[0].attempts, 1,
+        "no retry for an event that cannot decode"
+    );
+    assert!(
+        parked[0].error.contains("test.Numbered"),
+        "{}",
+        parked[0].error
+    );
     assert_eq!(log.len(), 1, "{}: V flows", backend.name());
     reactions.shutdown().await.unwrap();
 }
@@ -663,7 +744,10 @@ async fn graceful_drain(backend: &dyn Backend) {
     eventually(Duration::from_secs(10), "some handled", || log.len() >= 10).await;
     let started = tokio::time::Instant::now();
     reactions.shutdown().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "within drain_timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "within drain_timeout"
+    );
     let handled = log.len();
     let states = checkpoints.states(Some("t10")).await.unwrap();
     assert!(
@@ -683,14 +767,20 @@ async fn graceful_drain(backend: &dyn Backend) {
             })
             .sum()
     };
-    assert_eq!(committed, handled, "the batch in flight was committed: {states:?}");
+    assert_eq!(
+        committed, handled,
+        "the batch in flight was committed: {states:?}"
+    );
     let again = Reactions::new(store.clone(), checkpoints);
     let sub = quick(Subscription::builder("t10").partitions(2))
         .reactor(log.reactor())
         .build()
         .unwrap();
     again.start(sub).await.unwrap();
-    eventually(Duration::from_secs(20), "the rest handled", || log.len() >= 200).await;
+    eventually(Duration::from_secs(20), "the rest handled", || {
+        log.len() >= 200
+    })
+    .await;
     again.shutdown().await.unwrap();
     assert_eq!(log.check(&expected("d", 4, 50)), 0, "nothing handled twice");
 }
@@ -703,7 +793,10 @@ on_every_backend!(
 );
 
 fn held(states: &[PartitionState], node: &NodeId) -> usize {
-    states.iter().filter(|s| s.owner.as_ref() == Some(node)).count()
+    states
+        .iter()
+        .filter(|s| s.owner.as_ref() == Some(node))
+        .count()
 }
 
 // T13: fair share and handoff. Node 1 takes all 8 partitions; node 2 joins and within a few
@@ -720,7 +813,10 @@ async fn fair_share_and_handoff(backend: &dyn Backend) {
             .build()
             .unwrap()
     };
-    let (n1, n2) = (NodeId::new("node-1").unwrap(), NodeId::new("node-2").unwrap());
+    let (n1, n2) = (
+        NodeId::new("node-1").unwrap(),
+        NodeId::new("node-2").unwrap(),
+    );
     let one = Reactions::with_node(store1.clone(), checkpoints1.clone(), n1.clone());
     one.start(make()).await.unwrap();
     append_streams(&*store1, "f", 32, 5).await;
@@ -746,17 +842,27 @@ async fn fair_share_and_handoff(backend: &dyn Backend) {
     one.shutdown().await.unwrap();
     let t = tokio::time::Instant::now();
     while held(&states(checkpoints2.clone()).await, &n2) < 8 {
-        assert!(t.elapsed() < deadline, "node 2 takes all 8 after node 1 stops");
+        assert!(
+            t.elapsed() < deadline,
+            "node 2 takes all 8 after node 1 stops"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     append_streams(&*store2, "h", 32, 5).await;
     let head = store2.last_position().await.unwrap();
-    two.wait_for("t13", head, Duration::from_secs(30)).await.unwrap();
+    two.wait_for("t13", head, Duration::from_secs(30))
+        .await
+        .unwrap();
     two.shutdown().await.unwrap();
     let mut want = expected("f", 32, 5);
     want.extend(expected("g", 32, 5));
     want.extend(expected("h", 32, 5));
-    assert_eq!(log.check(&want), 0, "{}: planned handoffs repeat nothing", backend.name());
+    assert_eq!(
+        log.check(&want),
+        0,
+        "{}: planned handoffs repeat nothing",
+        backend.name()
+    );
 }
 
 on_every_backend!(
@@ -794,7 +900,12 @@ impl CheckpointStore for CutOff {
     async fn register(&self, spec: &SubscriptionSpec) -> lexigram::Result<u32> {
         self.inner.register(spec).await
     }
-    async fn claim(&self, key: &PartitionKey, me: &NodeId, ttl: Duration) -> lexigram::Result<Option<Lease>> {
+    async fn claim(
+        &self,
+        key: &PartitionKey,
+        me: &NodeId,
+        ttl: Duration,
+    ) -> lexigram::Result<Option<Lease>> {
         self.check()?;
         self.inner.claim(key, me, ttl).await
     }
@@ -805,7 +916,12 @@ impl CheckpointStore for CutOff {
     async fn release(&self, lease: &Lease) -> lexigram::Result<()> {
         self.inner.release(lease).await
     }
-    async fn commit(&self, lease: &Lease, position: u64, parked: &[ParkedEvent]) -> lexigram::Result<()> {
+    async fn commit(
+        &self,
+        lease: &Lease,
+        position: u64,
+        parked: &[ParkedEvent],
+    ) -> lexigram::Result<()> {
         self.inner.commit(lease, position, parked).await
     }
     async fn record_error(&self, lease: &Lease, error: &str) -> lexigram::Result<()> {
@@ -814,10 +930,19 @@ impl CheckpointStore for CutOff {
     async fn parked(&self, subscription: &str, version: u32) -> lexigram::Result<Vec<ParkedEvent>> {
         self.inner.parked(subscription, version).await
     }
-    async fn unpark(&self, lease: &Lease, ids: &[lexigram::message::EventId]) -> lexigram::Result<u64> {
+    async fn unpark(
+        &self,
+        lease: &Lease,
+        ids: &[lexigram::message::EventId],
+    ) -> lexigram::Result<u64> {
         self.inner.unpark(lease, ids).await
     }
-    async fn set_status(&self, subscription: &str, version: u32, status: RunStatus) -> lexigram::Result<u64> {
+    async fn set_status(
+        &self,
+        subscription: &str,
+        version: u32,
+        status: RunStatus,
+    ) -> lexigram::Result<u64> {
         self.inner.set_status(subscription, version, status).await
     }
     async fn states(&self, subscription: Option<&str>) -> lexigram::Result<Vec<PartitionState>> {
@@ -857,10 +982,16 @@ async fn zombie_fencing(backend: &dyn Backend) {
     };
     let a = Reactions::with_node(
         store_a.clone(),
-        Arc::new(CutOff { inner: checkpoints_a, cut: cut.clone() }),
+        Arc::new(CutOff {
+            inner: checkpoints_a,
+            cut: cut.clone(),
+        }),
         NodeId::new("zombie").unwrap(),
     );
-    let sub = quick(Subscription::builder("t12")).reactor(stuck).build().unwrap();
+    let sub = quick(Subscription::builder("t12"))
+        .reactor(stuck)
+        .build()
+        .unwrap();
     a.start(sub).await.unwrap();
     store_a
         .append("z", vec![numbered("z", 1)], ExpectedVersion::Any)
@@ -869,19 +1000,33 @@ async fn zombie_fencing(backend: &dyn Backend) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     cut.store(true, std::sync::atomic::Ordering::SeqCst);
     let log = Log::default();
-    let b = Reactions::with_node(store_b.clone(), checkpoints_b.clone(), NodeId::new("healthy").unwrap());
-    let sub = quick(Subscription::builder("t12")).reactor(log.reactor()).build().unwrap();
+    let b = Reactions::with_node(
+        store_b.clone(),
+        checkpoints_b.clone(),
+        NodeId::new("healthy").unwrap(),
+    );
+    let sub = quick(Subscription::builder("t12"))
+        .reactor(log.reactor())
+        .build()
+        .unwrap();
     b.start(sub).await.unwrap();
-    eventually(Duration::from_secs(10), "B takes over after A's lease ran out", || {
-        log.len() == 1
-    })
+    eventually(
+        Duration::from_secs(10),
+        "B takes over after A's lease ran out",
+        || log.len() == 1,
+    )
     .await;
     b.wait_for("t12", 1, Duration::from_secs(5)).await.unwrap();
     let before = checkpoints_b.states(Some("t12")).await.unwrap();
     gate.notify_waiters();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = checkpoints_b.states(Some("t12")).await.unwrap();
-    assert_eq!(before[0].epoch, after[0].epoch, "{}: A did not re-claim", backend.name());
+    assert_eq!(
+        before[0].epoch,
+        after[0].epoch,
+        "{}: A did not re-claim",
+        backend.name()
+    );
     assert_eq!(after[0].owner.as_ref().map(NodeId::as_str), Some("healthy"));
     let _ = a.shutdown().await;
     b.shutdown().await.unwrap();
@@ -914,14 +1059,21 @@ async fn exact_split(backend: &dyn Backend) {
     assert_eq!(reactions.split("t14").await.unwrap(), 8);
     writer.await.unwrap();
     let head = store.last_position().await.unwrap();
-    reactions.wait_for("t14", head, Duration::from_secs(30)).await.unwrap();
+    reactions
+        .wait_for("t14", head, Duration::from_secs(30))
+        .await
+        .unwrap();
     let states = checkpoints.states(Some("t14")).await.unwrap();
     assert_eq!(states.len(), 8, "{states:?}");
     reactions.shutdown().await.unwrap();
     let mut want = expected("p", 40, 10);
     want.extend(expected("q", 40, 10));
     let duplicates = log.check(&want);
-    assert!(duplicates <= 4 * 25, "{}: at most the batches in flight at the split repeat ({duplicates})", backend.name());
+    assert!(
+        duplicates <= 4 * 25,
+        "{}: at most the batches in flight at the split repeat ({duplicates})",
+        backend.name()
+    );
 }
 
 on_every_backend!(
@@ -983,7 +1135,8 @@ async fn t2_child(backend: &dyn Backend) {
 async fn crash_and_restart(backend: &dyn Backend, env: &[(&str, String)], test: &str) {
     let (store, _) = backend.open().await;
     append_streams(&*store, "c", 20, 100).await;
-    let log = std::env::temp_dir().join(format!("lexigram-t2-{}.log", uuid::Uuid::new_v4().simple()));
+    let log =
+        std::env::temp_dir().join(format!("lexigram-t2-{}.log", uuid::Uuid::new_v4().simple()));
     let exe = std::env::current_exe().unwrap();
     let crashes = 5;
     for run in 0..=crashes {
@@ -1000,7 +1153,10 @@ async fn crash_and_restart(backend: &dyn Backend, env: &[(&str, String)], test: 
         }
         if run < crashes {
             let at = 20 + (uuid::Uuid::new_v4().as_u128() % 300) as u64;
-            child.env("LEXIGRAM_FAULT", format!("subscription.after_handle=abort@{at}"));
+            child.env(
+                "LEXIGRAM_FAULT",
+                format!("subscription.after_handle=abort@{at}"),
+            );
         }
         let mut child = child.spawn().unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(90);
@@ -1015,9 +1171,15 @@ async fn crash_and_restart(backend: &dyn Backend, env: &[(&str, String)], test: 
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         if run < crashes {
-            assert!(!status.success(), "run {run} was to abort at its fault point");
+            assert!(
+                !status.success(),
+                "run {run} was to abort at its fault point"
+            );
         } else {
-            assert!(status.success(), "the last run reaches the head: {status:?}");
+            assert!(
+                status.success(),
+                "the last run reaches the head: {status:?}"
+            );
         }
     }
     let text = std::fs::read_to_string(&log).unwrap();
@@ -1026,15 +1188,25 @@ async fn crash_and_restart(backend: &dyn Backend, env: &[(&str, String)], test: 
     let mut last: HashMap<(u32, String), u64> = HashMap::new();
     for line in text.lines() {
         let parts: Vec<&str> = line.split(' ').collect();
-        let (run, stream, seq) = (parts[0].parse::<u32>().unwrap(), parts[1], parts[2].parse::<u64>().unwrap());
+        let (run, stream, seq) = (
+            parts[0].parse::<u32>().unwrap(),
+            parts[1],
+            parts[2].parse::<u64>().unwrap(),
+        );
         *seen.entry((stream.to_owned(), seq)).or_default() += 1;
         let previous = last.entry((run, stream.to_owned())).or_default();
-        assert!(seq > *previous, "run {run}, stream {stream}: {seq} after {previous}");
+        assert!(
+            seq > *previous,
+            "run {run}, stream {stream}: {seq} after {previous}"
+        );
         *previous = seq;
     }
     for s in 0..20 {
         for seq in 1..=100 {
-            assert!(seen.contains_key(&(format!("c-{s}"), seq)), "c-{s}#{seq} never handled");
+            assert!(
+                seen.contains_key(&(format!("c-{s}"), seq)),
+                "c-{s}#{seq} never handled"
+            );
         }
     }
     let repeated: usize = seen.values().map(|n| n - 1).sum();

@@ -308,7 +308,12 @@ impl SubscriptionBuilder {
 
     /// Lease length, renewal period and claim period.
     #[must_use]
-    pub fn leases(mut self, ttl: Duration, renew_every: Duration, claim_interval: Duration) -> Self {
+    pub fn leases(
+        mut self,
+        ttl: Duration,
+        renew_every: Duration,
+        claim_interval: Duration,
+    ) -> Self {
         self.options.lease_ttl = ttl;
         self.options.renew_every = renew_every;
         self.options.claim_interval = claim_interval;

@@ -11,8 +11,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use super::checkpoint::{
-    CheckpointStore, NodeId, ParkedEvent, PartitionKey, PartitionState, RunStatus,
-    SubscriptionSpec,
+    CheckpointStore, NodeId, ParkedEvent, PartitionKey, PartitionState, RunStatus, SubscriptionSpec,
 };
 use super::definition::{StartFrom, Subscription};
 use super::worker::{self, Control, Exit, ReplayReport, Shared, Stop};
@@ -82,7 +81,10 @@ impl fmt::Debug for Reactions {
             .field("node", &self.inner.node)
             .field("events", &self.inner.events.backend())
             .field("checkpoints", &self.inner.checkpoints.backend())
-            .field("running", &self.inner.running.lock().keys().collect::<Vec<_>>())
+            .field(
+                "running",
+                &self.inner.running.lock().keys().collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -166,10 +168,7 @@ impl Reactions {
         );
         let partitions = self.inner.checkpoints.register(&spec).await?;
         let shared = Arc::new(Shared {
-            delivery: Delivery::new(
-                partitions as usize,
-                subscription.options.handler_timeout,
-            ),
+            delivery: Delivery::new(partitions as usize, subscription.options.handler_timeout),
             retry: subscription.options.retry_policy(),
             def: subscription,
             events: Arc::clone(&self.inner.events),
@@ -191,7 +190,9 @@ impl Reactions {
         if running.contains_key(&name) {
             task.abort();
             return Err(Error::Config {
-                problems: vec![format!("subscription `{name}` is started twice on this node")],
+                problems: vec![format!(
+                    "subscription `{name}` is started twice on this node"
+                )],
             });
         }
         running.insert(
@@ -209,7 +210,12 @@ impl Reactions {
 
     /// The names of the subscriptions running here.
     pub fn running(&self) -> Vec<String> {
-        self.inner.running.lock().keys().map(|k| k.to_string()).collect()
+        self.inner
+            .running
+            .lock()
+            .keys()
+            .map(|k| k.to_string())
+            .collect()
     }
 
     /// Where a subscription stands: its partitions' checkpoints and leases, lag and parked
@@ -311,7 +317,9 @@ impl Reactions {
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Timeout {
-                    operation: format!("waiting for subscription `{name}` to reach position {position}"),
+                    operation: format!(
+                        "waiting for subscription `{name}` to reach position {position}"
+                    ),
                     after: timeout,
                 });
             }
@@ -408,7 +416,11 @@ struct Coordinator {
 }
 
 impl Coordinator {
-    async fn run(mut self, mut stopped: watch::Receiver<bool>, mut requests: mpsc::Receiver<Request>) {
+    async fn run(
+        mut self,
+        mut stopped: watch::Receiver<bool>,
+        mut requests: mpsc::Receiver<Request>,
+    ) {
         let claim_interval = self.shared.def.options.claim_interval;
         loop {
             self.reap();
@@ -457,7 +469,13 @@ impl Coordinator {
         let held = self.workers.len();
         if held > target {
             // Give up the excess, highest partitions first: they commit, then release.
-            let excess: Vec<u32> = self.workers.keys().rev().take(held - target).copied().collect();
+            let excess: Vec<u32> = self
+                .workers
+                .keys()
+                .rev()
+                .take(held - target)
+                .copied()
+                .collect();
             for partition in excess {
                 if let Some(worker) = self.workers.get(&partition) {
                     worker.stop.send_replace(Stop::Release);
@@ -530,7 +548,10 @@ impl Coordinator {
                             .control
                             .send(Control::ReplayParked { stream, reply })
                             .await;
-                        if let Err(mpsc::error::SendError(Control::ReplayParked { reply, .. })) = sent {
+                        if let Err(mpsc::error::SendError(Control::ReplayParked {
+                            reply, ..
+                        })) = sent
+                        {
                             let _ = reply.send(Err(not_held(&self.shared.def.name, partition)));
                         }
                     }

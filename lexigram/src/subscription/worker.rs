@@ -104,7 +104,9 @@ async fn keep(shared: Arc<Shared>, held: Arc<Held>, mut done: watch::Receiver<bo
                 return;
             }
             Err(error) => {
-                let left = current.valid_until.saturating_duration_since(Instant::now());
+                let left = current
+                    .valid_until
+                    .saturating_duration_since(Instant::now());
                 tracing::warn!(
                     target: "lexigram::subscription",
                     subscription = %shared.def.name,
@@ -234,7 +236,10 @@ impl Worker {
                 }
             }
             if self.held.current().status != RunStatus::Running {
-                if let Some(exit) = self.pause(self.shared.def.options.renew_every, Some(control)).await {
+                if let Some(exit) = self
+                    .pause(self.shared.def.options.renew_every, Some(control))
+                    .await
+                {
                     return exit;
                 }
                 continue;
@@ -290,10 +295,10 @@ impl Worker {
             let moved_only_over_others = handled == 0 && self.parking.is_empty();
             let due = !moved_only_over_others
                 || self.last_commit.elapsed() >= self.shared.def.options.poll_interval;
-            if self.cursor > self.committed && due || !self.parking.is_empty() {
-                if let Some(exit) = self.commit().await {
-                    return exit;
-                }
+            if (self.cursor > self.committed && due || !self.parking.is_empty())
+                && let Some(exit) = self.commit().await
+            {
+                return exit;
             }
             if whole_page && !full {
                 // Caught up: wait for an append, a poll, a request or a stop.
@@ -511,7 +516,8 @@ impl Worker {
                 done.push(entry.event_id);
                 continue;
             };
-            let (_, result) = deliver(&self.shared, self.partition, &Arc::new(envelope), true).await;
+            let (_, result) =
+                deliver(&self.shared, self.partition, &Arc::new(envelope), true).await;
             match result {
                 Ok(()) => done.push(entry.event_id),
                 Err(failed) => {

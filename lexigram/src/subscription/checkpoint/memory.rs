@@ -116,7 +116,7 @@ impl CheckpointStore for InMemoryCheckpointStore {
         let mut have = sub.rows.len() as u32;
         let want = spec.partitions.max(1);
         if want != have {
-            if want < have || want % have != 0 || !(want / have).is_power_of_two() {
+            if want < have || !want.is_multiple_of(have) || !(want / have).is_power_of_two() {
                 return Err(Error::Config {
                     problems: vec![format!(
                         "subscription `{}` has {have} partitions and now asks for {want}: only doubling is exact (to {}, {}, ...); keep {have}, or start a new version",
@@ -134,12 +134,7 @@ impl CheckpointStore for InMemoryCheckpointStore {
         Ok(have)
     }
 
-    async fn claim(
-        &self,
-        key: &PartitionKey,
-        me: &NodeId,
-        ttl: Duration,
-    ) -> Result<Option<Lease>> {
+    async fn claim(&self, key: &PartitionKey, me: &NodeId, ttl: Duration) -> Result<Option<Lease>> {
         let now = Instant::now();
         let mut state = self.state.lock();
         let Some(sub) = state
@@ -275,12 +270,7 @@ impl CheckpointStore for InMemoryCheckpointStore {
         Ok(removed as u64)
     }
 
-    async fn set_status(
-        &self,
-        subscription: &str,
-        version: u32,
-        status: RunStatus,
-    ) -> Result<u64> {
+    async fn set_status(&self, subscription: &str, version: u32, status: RunStatus) -> Result<u64> {
         let mut state = self.state.lock();
         let Some(sub) = state
             .subscriptions

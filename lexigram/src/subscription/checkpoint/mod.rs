@@ -214,8 +214,7 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
 
     /// Claims a partition that is free, expired or already `me`'s (epoch + 1, lease for
     /// `ttl`); `None` when another node holds a live lease or the partition does not exist.
-    async fn claim(&self, key: &PartitionKey, me: &NodeId, ttl: Duration)
-    -> Result<Option<Lease>>;
+    async fn claim(&self, key: &PartitionKey, me: &NodeId, ttl: Duration) -> Result<Option<Lease>>;
 
     /// Extends a lease still held (same owner and epoch), re-reading status and partition
     /// count; [`Error::LeaseLost`] otherwise.
@@ -241,8 +240,7 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
 
     /// Sets the status of every partition of a subscription version; returns how many
     /// partitions changed. Holders see it at their next renewal.
-    async fn set_status(&self, subscription: &str, version: u32, status: RunStatus)
-    -> Result<u64>;
+    async fn set_status(&self, subscription: &str, version: u32, status: RunStatus) -> Result<u64>;
 
     /// Every partition (of one subscription, or of all), by name, version and partition.
     async fn states(&self, subscription: Option<&str>) -> Result<Vec<PartitionState>>;
