@@ -19,10 +19,12 @@
 //! # Ok(()) }
 //! ```
 
+mod checkpoint_store;
 mod event_store;
 mod paired;
 mod snapshot_store;
 
+pub use checkpoint_store::checkpoint_store_suite;
 pub use event_store::event_store_suite;
 pub use paired::paired_store_suite;
 pub use snapshot_store::snapshot_store_suite;

@@ -114,6 +114,54 @@ fn migrations(names: &Statements) -> Vec<Migration> {
                 )"
             )],
         },
+        Migration {
+            version: 3,
+            name: "subscription checkpoints, members and parked events",
+            // Integers are bigint throughout, so every backend reads them the same way.
+            statements: vec![
+                format!(
+                    "CREATE TABLE {s}.{p}subscriptions (
+                        name text NOT NULL,
+                        version bigint NOT NULL,
+                        partition bigint NOT NULL,
+                        partitions bigint NOT NULL,
+                        position bigint NOT NULL DEFAULT 0,
+                        status text NOT NULL DEFAULT 'running',
+                        owner text,
+                        epoch bigint NOT NULL DEFAULT 0,
+                        lease_until timestamptz,
+                        last_error text,
+                        updated_at timestamptz NOT NULL DEFAULT now(),
+                        PRIMARY KEY (name, version, partition)
+                    )"
+                ),
+                format!(
+                    "CREATE TABLE {s}.{p}members (
+                        node text PRIMARY KEY,
+                        alive_until timestamptz NOT NULL
+                    )"
+                ),
+                format!(
+                    "CREATE TABLE {s}.{p}parked (
+                        name text NOT NULL,
+                        version bigint NOT NULL,
+                        event_id uuid NOT NULL,
+                        position bigint NOT NULL,
+                        stream text NOT NULL,
+                        stream_hash bigint NOT NULL,
+                        stream_version bigint NOT NULL,
+                        event_type text NOT NULL,
+                        attempts bigint NOT NULL,
+                        error text,
+                        parked_at timestamptz NOT NULL DEFAULT now(),
+                        PRIMARY KEY (name, version, event_id)
+                    )"
+                ),
+                format!(
+                    "CREATE INDEX {p}parked_by_stream ON {s}.{p}parked (name, version, stream, position)"
+                ),
+            ],
+        },
     ]
 }
 

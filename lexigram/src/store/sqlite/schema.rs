@@ -123,5 +123,53 @@ fn migrations(p: &str) -> Vec<Migration> {
                 ) WITHOUT ROWID"
             )],
         },
+        Migration {
+            version: 3,
+            name: "subscription checkpoints, members and parked events",
+            // Times are microseconds since the Unix epoch on SQLite's clock.
+            statements: vec![
+                format!(
+                    "CREATE TABLE {p}subscriptions (
+                        name TEXT NOT NULL,
+                        version INTEGER NOT NULL,
+                        partition INTEGER NOT NULL,
+                        partitions INTEGER NOT NULL,
+                        position INTEGER NOT NULL DEFAULT 0,
+                        status TEXT NOT NULL DEFAULT 'running',
+                        owner TEXT,
+                        epoch INTEGER NOT NULL DEFAULT 0,
+                        lease_until INTEGER,
+                        last_error TEXT,
+                        updated_at INTEGER NOT NULL,
+                        PRIMARY KEY (name, version, partition)
+                    ) WITHOUT ROWID"
+                ),
+                format!(
+                    "CREATE TABLE {p}members (
+                        node TEXT PRIMARY KEY NOT NULL,
+                        alive_until INTEGER NOT NULL
+                    ) WITHOUT ROWID"
+                ),
+                format!(
+                    "CREATE TABLE {p}parked (
+                        name TEXT NOT NULL,
+                        version INTEGER NOT NULL,
+                        event_id TEXT NOT NULL,
+                        position INTEGER NOT NULL,
+                        stream TEXT NOT NULL,
+                        stream_hash INTEGER NOT NULL,
+                        stream_version INTEGER NOT NULL,
+                        event_type TEXT NOT NULL,
+                        attempts INTEGER NOT NULL,
+                        error TEXT,
+                        parked_at INTEGER NOT NULL,
+                        PRIMARY KEY (name, version, event_id)
+                    ) WITHOUT ROWID"
+                ),
+                format!(
+                    "CREATE INDEX {p}parked_by_stream ON {p}parked (name, version, stream, position)"
+                ),
+            ],
+        },
     ]
 }

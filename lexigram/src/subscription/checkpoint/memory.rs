@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::{
     CheckpointStore, Lease, NodeId, ParkedEvent, PartitionKey, PartitionState, RunStatus,
-    SubscriptionSpec, lease_lost,
+    SubscriptionSpec, lease_lost, not_a_doubling,
 };
 use crate::error::{Error, Result};
 use crate::message::EventId;
@@ -117,14 +117,7 @@ impl CheckpointStore for InMemoryCheckpointStore {
         let want = spec.partitions.max(1);
         if want != have {
             if want < have || !want.is_multiple_of(have) || !(want / have).is_power_of_two() {
-                return Err(Error::Config {
-                    problems: vec![format!(
-                        "subscription `{}` has {have} partitions and now asks for {want}: only doubling is exact (to {}, {}, ...); keep {have}, or start a new version",
-                        spec.name,
-                        have * 2,
-                        have * 4
-                    )],
-                });
+                return Err(not_a_doubling(&spec.name, have, want));
             }
             while have < want {
                 sub.split();
@@ -218,9 +211,13 @@ impl CheckpointStore for InMemoryCheckpointStore {
         row.position = row.position.max(position);
         row.last_error = None;
         for event in parked {
-            sub.parked
-                .entry(event.event_id)
-                .or_insert_with(|| event.clone());
+            sub.parked.entry(event.event_id).or_insert_with(|| {
+                let mut event = event.clone();
+                if event.error.chars().count() > 2_000 {
+                    event.error = event.error.chars().take(2_000).collect();
+                }
+                event
+            });
         }
         Ok(())
     }
@@ -263,9 +260,16 @@ impl CheckpointStore for InMemoryCheckpointStore {
         {
             return Err(lease_lost(lease));
         }
+        // Only events of the lease's partition: another partition's holder replays those.
+        let total = sub.rows.len() as u32;
         let removed = event_ids
             .iter()
-            .filter(|id| sub.parked.remove(id).is_some())
+            .filter(|id| {
+                let ours = sub.parked.get(*id).is_some_and(|p| {
+                    Partition::of(p.stream.as_str(), total) == lease.key.partition
+                });
+                ours && sub.parked.remove(*id).is_some()
+            })
             .count();
         Ok(removed as u64)
     }

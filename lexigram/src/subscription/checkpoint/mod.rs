@@ -5,10 +5,24 @@
 //! Every write that moves progress is fenced: it names the lease's owner and epoch, and a
 //! claim by another node increments the epoch, so a node whose lease was taken over can run
 //! its handler but never commit ([`Error::LeaseLost`](crate::Error::LeaseLost)).
+//!
+//! Backends: [`InMemoryCheckpointStore`] (tokio's clock, so tests can pause time),
+//! `SqliteCheckpointStore` and `PostgresCheckpointStore` (the event store's database and
+//! clock, behind the `sqlite` and `postgres` features).
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use memory::InMemoryCheckpointStore;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresCheckpointStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteCheckpointStore;
 
 use std::fmt;
 use std::sync::Arc;
@@ -200,8 +214,39 @@ pub struct PartitionState {
     pub parked: u64,
 }
 
-/// Positions, leases, parked events and members of every subscription. See the
-/// [module docs](self).
+/// Positions, leases, parked events and members of every subscription.
+///
+/// Every write that moves progress is fenced by a [`Lease`]: it names the owner and the
+/// epoch, and a claim by another node increments the epoch, so the old holder's commits fail
+/// with [`Error::LeaseLost`] and change nothing. A lease that ran out is lost too, even when
+/// no one took it over yet (the holder stops at [`Lease::valid_until`] anyway).
+///
+/// # Examples
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::Duration;
+///
+/// use lexigram::subscription::{
+///     CheckpointStore, InMemoryCheckpointStore, NodeId, PartitionKey, SubscriptionSpec,
+/// };
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), lexigram::Error> {
+/// let store = InMemoryCheckpointStore::new();
+/// assert_eq!(store.register(&SubscriptionSpec::new("bank.mailer".into(), 1, 2, 0)).await?, 2);
+///
+/// let key = PartitionKey { subscription: Arc::from("bank.mailer"), version: 1, partition: 0 };
+/// let (a, b) = (NodeId::new("node-a")?, NodeId::new("node-b")?);
+/// let lease = store.claim(&key, &a, Duration::from_secs(10)).await?.expect("free");
+/// assert_eq!(lease.epoch, 1);
+/// assert!(store.claim(&key, &b, Duration::from_secs(10)).await?.is_none(), "a holds it");
+///
+/// store.commit(&lease, 17, &[]).await?;
+/// store.release(&lease).await?;
+/// assert_eq!(store.states(Some("bank.mailer")).await?[0].position, 17);
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
     /// The backend's name.
@@ -255,6 +300,18 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
     /// `i + P` gets a copy of its checkpoint and status; every lease is fenced out. Returns the
     /// new count.
     async fn split(&self, subscription: &str, version: u32) -> Result<u32>;
+}
+
+/// The error for a subscription that asks for a partition count its stored one cannot be
+/// split into exactly.
+pub(crate) fn not_a_doubling(name: &str, have: u32, want: u32) -> Error {
+    Error::Config {
+        problems: vec![format!(
+            "subscription `{name}` has {have} partitions and now asks for {want}: only doubling is exact (to {}, {}, ...); keep {have}, or start a new version",
+            have.saturating_mul(2),
+            have.saturating_mul(4)
+        )],
+    }
 }
 
 /// The error for a lease another node holds now.
