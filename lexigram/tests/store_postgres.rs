@@ -854,3 +854,95 @@ fn with_param_adds_or_replaces_a_query_parameter() {
         "postgres://u@h/db?application_name=t&sslmode=require"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_store_on_the_same_database_wakes_the_first_stores_signal() -> lexigram::Result<()>
+{
+    let _serial = SERIAL.lock().await;
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
+    let config = db.fresh_schema();
+    let first = PostgresEventStore::connect(&config).await?;
+    // Another pool on the same database: what another process would be.
+    let second = PostgresEventStore::connect(&config).await?;
+    let mut signal = first.append_signal();
+    let mut own = first.append_signal();
+    // The first call starts the listener in the background; give it time to connect.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let written = second
+        .append("other-1", batch(2), ExpectedVersion::NoStream)
+        .await?;
+    let last = *written.positions.last().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while signal.announced() < last {
+        let woke = tokio::time::timeout_at(deadline, signal.changed()).await;
+        assert!(
+            matches!(woke, Ok(Some(_))),
+            "the first store's signal hears the second store's append within 1 s: {woke:?}, announced {}",
+            signal.announced()
+        );
+    }
+    // In-process appends wake at once, without the server.
+    let mine = first
+        .append("mine-1", batch(1), ExpectedVersion::NoStream)
+        .await?;
+    let woke = tokio::time::timeout(Duration::from_secs(1), async {
+        while own.announced() < mine.positions[0] {
+            if own.changed().await.is_none() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(woke.is_ok() && own.announced() >= mine.positions[0]);
+    first.close().await?;
+    // What was announced before the close may still be delivered; then the signal ends.
+    let closed = tokio::time::timeout(Duration::from_secs(1), async {
+        while signal.changed().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "closing ends the signal");
+    second.close().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_page_keeps_the_settled_watermark() -> lexigram::Result<()> {
+    let _serial = SERIAL.lock().await;
+    let Some(db) = TestDb::create().await else {
+        return Ok(());
+    };
+    let config = db.fresh_schema();
+    let store = PostgresEventStore::connect(&config).await?;
+    store
+        .append("a", batch(2), ExpectedVersion::NoStream)
+        .await?;
+    // An open transaction that appended holds positions the page must neither return nor
+    // claim to have scanned past.
+    let mut open = PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut open).await.unwrap();
+    let (status, held) = raw_append(&mut open, &config, "held", &batch(1)).await;
+    assert_eq!(status, 0);
+    store
+        .append("b", batch(1), ExpectedVersion::NoStream)
+        .await?;
+    let page = store
+        .read_page(0, 100, &lexigram::store::ReadFilter::all())
+        .await?;
+    assert_eq!(page.events.len(), 2, "only rows below the open transaction");
+    assert!(
+        page.scanned_to < held[0] as u64,
+        "scanned_to {} stays below the open transaction's position {}",
+        page.scanned_to,
+        held[0]
+    );
+    sqlx::query("COMMIT").execute(&mut open).await.unwrap();
+    let page = store
+        .read_page(page.scanned_to, 100, &lexigram::store::ReadFilter::all())
+        .await?;
+    let positions: Vec<u64> = page.events.iter().map(|e| e.global_position).collect();
+    assert!(positions.contains(&(held[0] as u64)), "{positions:?}");
+    assert_eq!(page.scanned_to, store.last_position().await?);
+    Ok(())
+}

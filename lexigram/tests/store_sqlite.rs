@@ -343,3 +343,125 @@ async fn opening_a_file_under_write_load_succeeds_within_the_busy_timeout() -> l
     );
     Ok(())
 }
+
+/// Waits (at most `within`) until `signal` has announced `position` or more.
+async fn woken_up_to(
+    signal: &mut lexigram::store::AppendSignal,
+    position: u64,
+    within: std::time::Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while signal.announced() < position {
+        match tokio::time::timeout_at(deadline, signal.changed()).await {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_store_on_the_same_file_wakes_the_first_stores_signal() -> lexigram::Result<()> {
+    let files = TempFiles::default();
+    let config = files.config();
+    let first = SqliteEventStore::connect(&config).await?;
+    // Another pool on the same file: what another process would be.
+    let second = SqliteEventStore::connect(&config).await?;
+    let mut signal = first.append_signal();
+    let written = second
+        .append("other-1", vec![event(1)], ExpectedVersion::NoStream)
+        .await?;
+    let last = written.last_position().unwrap();
+    assert!(
+        woken_up_to(&mut signal, last, std::time::Duration::from_secs(1)).await,
+        "the first store's signal hears the second store's append within 1 s (announced {})",
+        signal.announced()
+    );
+    first.close().await?;
+    // What was announced before the close may still be delivered; then the signal ends.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while signal.changed().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "closing ends the signal");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_transaction_takes_turns_with_appends() -> lexigram::Result<()> {
+    let files = TempFiles::default();
+    let store = SqliteEventStore::connect(&files.config()).await?;
+    let fail = |e: sqlx::Error| lexigram::Error::InvalidArgument {
+        reason: e.to_string(),
+    };
+    let mut tx = store.write_tx().await?;
+    sqlx::query("CREATE TABLE read_model (id TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    sqlx::query("INSERT INTO read_model VALUES ('a', 1)")
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    let appender = store.clone();
+    let append = tokio::spawn(async move {
+        appender
+            .append("s", vec![event(1)], ExpectedVersion::NoStream)
+            .await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !append.is_finished(),
+        "an append waits while a write transaction is open"
+    );
+    assert_eq!(store.version("s").await?, 0, "readers are not blocked");
+    tx.commit().await?;
+    let appended = tokio::time::timeout(std::time::Duration::from_secs(5), append)
+        .await
+        .expect("the append proceeds after the commit")
+        .unwrap()?;
+    assert_eq!(appended.version, 1);
+    let n: i64 = sqlx::query_scalar("SELECT n FROM read_model WHERE id = 'a'")
+        .fetch_one(store.pool())
+        .await
+        .map_err(fail)?;
+    assert_eq!(n, 1, "the write transaction committed");
+
+    // Dropped without a commit: rolled back, and the turn is given up.
+    let mut tx = store.write_tx().await?;
+    sqlx::query("INSERT INTO read_model VALUES ('b', 2)")
+        .execute(&mut *tx)
+        .await
+        .map_err(fail)?;
+    drop(tx);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        store.append("s", vec![event(2)], ExpectedVersion::Exact(1)),
+    )
+    .await
+    .expect("the turn is given up on drop")?;
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM read_model")
+        .fetch_one(store.pool())
+        .await
+        .map_err(fail)?;
+    assert_eq!(count, 1, "a dropped write transaction rolls back");
+    Ok(())
+}
+
+#[test]
+fn change_poll_interval_must_be_above_zero() {
+    let config = SqliteConfig::in_memory().change_poll_interval(std::time::Duration::ZERO);
+    let problems = config.validate();
+    assert!(
+        problems.iter().any(|p| p.contains("change_poll_interval")),
+        "{problems:?}"
+    );
+    assert_eq!(
+        SqliteConfig::default().change_poll_interval,
+        std::time::Duration::from_millis(50)
+    );
+}
+
+fn event(n: u64) -> NewEvent {
+    NewEvent::new("E", 1, Payload::encode(&n).unwrap(), MessageMetadata::new())
+}

@@ -276,7 +276,8 @@ impl EventStore for InMemoryEventStore {
         expected: ExpectedVersion,
     ) -> Result<AppendResult> {
         super::check_stream_id(stream)?;
-        let mut inner = self.inner.write();
+        let mut guard = self.inner.write();
+        let inner = &mut *guard;
         inner.check_open()?;
         if let Some(previous) = inner.previous_append(stream, &events, expected)? {
             return Ok(previous);
@@ -300,7 +301,6 @@ impl EventStore for InMemoryEventStore {
         }
 
         let hash = stream_hash(stream);
-        let inner = &mut *inner;
         let state = inner
             .streams
             .entry(StreamId::from(stream))
@@ -345,7 +345,7 @@ impl EventStore for InMemoryEventStore {
             }
         }
         // Announced once the lock is released, so a woken reader does not wait for it.
-        drop(inner);
+        drop(guard);
         if let Some(last) = positions.last() {
             self.appended.announce(*last);
         }

@@ -47,10 +47,10 @@ mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub mod postgres;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) mod sql;
 mod read;
 mod signal;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) mod sql;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
@@ -69,17 +69,17 @@ use crate::message::{EventEnvelope, EventId, NewEvent, StreamId};
 pub(crate) use crate::message::check_stream_id;
 pub use crate::message::{ExpectedVersion, MAX_STREAM_ID_BYTES};
 pub use memory::InMemoryEventStore;
-pub use read::{Page, PartitionSet, ReadFilter};
-pub use signal::AppendSignal;
-pub(crate) use signal::AppendNotifier;
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) use signal::{WeakNotifier, Watcher};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use postgres::{PostgresConfig, PostgresEventStore, Wakeups};
+pub use read::{Page, PartitionSet, ReadFilter};
+pub(crate) use signal::AppendNotifier;
+pub use signal::AppendSignal;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use signal::{Watcher, WeakNotifier};
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub use sqlite::{SqliteConfig, SqliteEventStore};
+pub use sqlite::{SqliteConfig, SqliteEventStore, SqliteWriteTx};
 
 /// Checks a batch before it is written: valid JSON payloads, no id twice.
 pub(crate) fn check_batch(stream: &str, events: &[NewEvent]) -> Result<()> {

@@ -186,11 +186,6 @@ impl ReadFilter {
                 .as_ref()
                 .is_none_or(|set| set.contains_hash(hash()))
     }
-
-    /// Whether the filter can match no event at all (an empty type list).
-    pub(crate) fn is_empty(&self) -> bool {
-        self.event_types.as_deref().is_some_and(<[_]>::is_empty)
-    }
 }
 
 /// A page of the global log, and how far the read proved the log.
@@ -209,11 +204,6 @@ impl Page {
     /// Builds a page; for backends.
     pub fn new(events: Vec<EventEnvelope>, scanned_to: u64) -> Self {
         Self { events, scanned_to }
-    }
-
-    /// An empty page that proved nothing beyond `after`.
-    pub(crate) fn empty(after: u64) -> Self {
-        Self::new(Vec::new(), after)
     }
 }
 
@@ -247,7 +237,6 @@ mod tests {
     fn an_empty_type_list_matches_nothing_and_the_default_everything() {
         assert!(ReadFilter::all().matches_parts("x", || 0));
         let none = ReadFilter::all().event_types(Vec::<String>::new());
-        assert!(none.is_empty());
         assert!(!none.matches_parts("x", || 0));
         let some = ReadFilter::all().event_types(["b", "a", "b"]);
         assert_eq!(

@@ -126,16 +126,6 @@ impl AppendNotifier {
     }
 
     #[cfg(any(feature = "sqlite", feature = "postgres"))]
-    /// Whether the store is closed, or no reader listens any more (a background watcher
-    /// then stops).
-    pub(crate) fn is_unheard(&self) -> bool {
-        self.tx
-            .read()
-            .as_ref()
-            .is_none_or(|tx| tx.receiver_count() == 0)
-    }
-
-    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     /// A weak handle, for a background watcher that must not keep the store alive.
     pub(crate) fn downgrade(&self) -> WeakNotifier {
         WeakNotifier(Arc::downgrade(&self.tx))
@@ -169,7 +159,10 @@ pub(crate) struct Watcher {
 enum WatchState {
     #[default]
     NotStarted,
-    Running(AbortOnDrop),
+    /// Held only to abort the task when dropped.
+    Running {
+        _task: AbortOnDrop,
+    },
     Stopped,
 }
 
@@ -200,7 +193,9 @@ impl Watcher {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        *state = WatchState::Running(AbortOnDrop(runtime.spawn(task())));
+        *state = WatchState::Running {
+            _task: AbortOnDrop(runtime.spawn(task())),
+        };
     }
 
     /// Stops the task for good (the store was closed).
@@ -232,7 +227,6 @@ mod tests {
         assert_eq!(signal.changed().await, None);
         assert_eq!(signal.changed().await, None);
         assert_eq!(notifier.subscribe().changed().await, None);
-        assert!(notifier.is_unheard());
     }
 
     #[tokio::test]

@@ -10,9 +10,15 @@ use serde_json::json;
 use crate::error::{ConcurrencyError, Error, Result};
 use crate::message::{EventEnvelope, MessageMetadata, NewEvent, Payload};
 use crate::schema::SchemaRegistry;
-use crate::store::{EventStore, ExpectedVersion, Partition, VersionRange};
+use crate::store::{
+    EventStore, ExpectedVersion, Partition, PartitionSet, ReadFilter, VersionRange,
+};
 
 /// Runs every case of the event store contract, each against a fresh store from `make`.
+///
+/// Besides reads and appends, the contract asks [`EventStore::read_page`] to prove the log
+/// up to the head when a filtered page is not full, and [`EventStore::append_signal`] to
+/// wake within a second after an append through the same store.
 ///
 /// `make` receives the schema registry the store must upcast with (empty except in the
 /// upcasting case). Returns the first store error met; contract violations panic with the
@@ -37,6 +43,8 @@ where
     bad_events_are_isolated(&fresh().await?).await?;
     invalid_stream_ids_are_refused_as_input(&fresh().await?).await?;
     concurrent_writers(Arc::new(fresh().await?)).await?;
+    read_pages(&fresh().await?).await?;
+    append_signals(&fresh().await?).await?;
     upcasting_on_every_read_path(&make(Arc::new(upcasting_schema()?)).await?).await?;
     closed_store_refuses(&fresh().await?).await?;
     Ok(())
@@ -325,13 +333,43 @@ async fn idempotent_retries(store: &impl EventStore) -> Result<()> {
     let reused = vec![event("E", 9), batch[0].clone()];
     let r = store.append("s", reused, ExpectedVersion::Exact(3)).await;
     assert!(
-        matches!(r, Err(Error::EventPersistence { .. })),
-        "[{CASE}] a stored id in a new append is refused: {r:?}"
+        matches!(&r, Err(Error::DuplicateEvent { stream, event_id, .. }) if stream.as_str() == "s" && *event_id == batch[0].event_id),
+        "[{CASE}] a stored id in a new append is a typed duplicate: {r:?}"
     );
+    // The same id with other content, where the stream continues: not a retry.
+    let mut changed = batch[0].clone();
+    changed.payload = Payload::from_json_text(r#"{"n":42}"#);
+    let r = store
+        .append("s", vec![changed], ExpectedVersion::Exact(3))
+        .await;
+    match &r {
+        Err(
+            err @ Error::DuplicateEvent {
+                stream, event_id, ..
+            },
+        ) => {
+            assert!(
+                stream.as_str() == "s" && *event_id == batch[0].event_id,
+                "[{CASE}] the duplicate names the stream and the id: {err:?}"
+            );
+            let message = err.to_string();
+            assert!(
+                message.contains("`s`")
+                    && message.contains(&batch[0].event_id.to_string())
+                    && message.contains("already stored")
+                    && message.contains("not an exact retry"),
+                "[{CASE}] the message says what happened: {message}"
+            );
+        }
+        other => panic!("[{CASE}] a reused id with other content is DuplicateEvent: {other:?}"),
+    }
     let r = store
         .append("other", batch.clone(), ExpectedVersion::NoStream)
         .await;
-    assert!(r.is_err(), "[{CASE}] ids are unique across streams: {r:?}");
+    assert!(
+        matches!(&r, Err(Error::DuplicateEvent { stream, .. }) if stream.as_str() == "other"),
+        "[{CASE}] ids are unique across streams: {r:?}"
+    );
     let r = store
         .append("s", batch[1..].to_vec(), ExpectedVersion::Exact(0))
         .await;
@@ -344,7 +382,7 @@ async fn idempotent_retries(store: &impl EventStore) -> Result<()> {
         .append("s", batch.clone(), ExpectedVersion::Exact(u64::MAX))
         .await;
     assert!(
-        matches!(r, Err(Error::EventPersistence { .. })),
+        matches!(r, Err(Error::DuplicateEvent { .. })),
         "[{CASE}] a stored id expected at version u64::MAX is not a retry: {r:?}"
     );
     let r = store
@@ -959,6 +997,141 @@ async fn closed_store_refuses(store: &impl EventStore) -> Result<()> {
     assert!(
         matches!(r, Err(Error::StoreClosed { .. })),
         "[{CASE}] read after close: {r:?}"
+    );
+    Ok(())
+}
+
+async fn read_pages(store: &impl EventStore) -> Result<()> {
+    const CASE: &str = "read_pages";
+    let mut rare = Vec::new();
+    for n in 0..60u64 {
+        let kind = if n % 20 == 7 { "Rare" } else { "Common" };
+        let written = store
+            .append(
+                &format!("stream-{}", n % 20),
+                vec![event(kind, n)],
+                ExpectedVersion::Any,
+            )
+            .await?;
+        if kind == "Rare" {
+            rare.extend(written.positions);
+        }
+    }
+    let head = store.last_position().await?;
+    let only_rare = ReadFilter::all().event_types(["Rare"]);
+    let page = store.read_page(0, 10, &only_rare).await?;
+    assert_eq!(
+        positions(&page.events),
+        rare,
+        "[{CASE}] only the rare events come back"
+    );
+    assert!(
+        page.events.iter().all(|e| &*e.event_type == "Rare"),
+        "[{CASE}] of the type asked for"
+    );
+    assert_eq!(
+        page.scanned_to, head,
+        "[{CASE}] a page that is not full proves the log up to the head"
+    );
+    let none = ReadFilter::all().event_types(Vec::<String>::new());
+    let page = store.read_page(0, 10, &none).await?;
+    assert!(
+        page.events.is_empty(),
+        "[{CASE}] an empty type list matches nothing"
+    );
+    assert_eq!(page.scanned_to, head, "[{CASE}] and proves the log too");
+
+    // Following `scanned_to` one event at a time finds every rare event, in a bounded
+    // number of reads.
+    let mut cursor = 0;
+    let mut followed = Vec::new();
+    for _ in 0..=rare.len() + 1 {
+        let page = store.read_page(cursor, 1, &only_rare).await?;
+        assert!(
+            page.scanned_to >= cursor,
+            "[{CASE}] scanned_to never goes back"
+        );
+        followed.extend(positions(&page.events));
+        if page.scanned_to == cursor {
+            break;
+        }
+        cursor = page.scanned_to;
+    }
+    assert_eq!(followed, rare, "[{CASE}] paging by scanned_to");
+    assert_eq!(cursor, head, "[{CASE}] paging reaches the head");
+
+    let set = PartitionSet::new(4, [1, 3])?;
+    let all = store.read_all(0, 1_000, None).await?;
+    let expected: Vec<u64> = all
+        .iter()
+        .filter(|e| set.contains(e.stream_id.as_str()))
+        .map(|e| e.global_position)
+        .collect();
+    assert!(
+        !expected.is_empty() && expected.len() < all.len(),
+        "[{CASE}] 20 streams spread over 4 partitions"
+    );
+    let page = store
+        .read_page(0, 1_000, &ReadFilter::all().partitions(set.clone()))
+        .await?;
+    assert_eq!(
+        positions(&page.events),
+        expected,
+        "[{CASE}] exactly the events of streams in partitions 1 and 3 of 4"
+    );
+    let both = ReadFilter::all()
+        .event_types(["Rare"])
+        .partitions(set.clone());
+    let page = store.read_page(0, 1_000, &both).await?;
+    assert!(
+        page.events
+            .iter()
+            .all(|e| &*e.event_type == "Rare" && set.contains(e.stream_id.as_str())),
+        "[{CASE}] type and partition filters combine"
+    );
+
+    let page = store.read_page(0, 5, &ReadFilter::all()).await?;
+    assert_eq!(page.events.len(), 5, "[{CASE}] a full page");
+    assert_eq!(
+        Some(page.scanned_to),
+        page.events.last().map(|e| e.global_position),
+        "[{CASE}] a full page proves the log up to its last event only"
+    );
+    let page = store.read_page(7, 0, &ReadFilter::all()).await?;
+    assert!(
+        page.events.is_empty() && page.scanned_to == 7,
+        "[{CASE}] limit 0: nothing, scanned_to = after: {page:?}"
+    );
+    let page = store.read_page(head, 10, &ReadFilter::all()).await?;
+    assert!(
+        page.events.is_empty() && page.scanned_to == head,
+        "[{CASE}] nothing after the head: {page:?}"
+    );
+    Ok(())
+}
+
+async fn append_signals(store: &impl EventStore) -> Result<()> {
+    const CASE: &str = "append_signals";
+    let mut signal = store.append_signal();
+    let written = store
+        .append("s", events("E", 1..=2), ExpectedVersion::NoStream)
+        .await?;
+    let last = written.last_position().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        let woke = tokio::time::timeout_at(deadline, signal.changed()).await;
+        match woke {
+            Ok(Some(position)) if position >= last => break,
+            Ok(Some(_)) => continue,
+            other => panic!("[{CASE}] an append wakes the signal within 1 s: {other:?}"),
+        }
+    }
+    assert!(signal.announced() >= last, "[{CASE}] announced");
+    store.close().await?;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(1), signal.changed()).await;
+    assert!(
+        matches!(closed, Ok(None)),
+        "[{CASE}] a closed store ends the signal: {closed:?}"
     );
     Ok(())
 }

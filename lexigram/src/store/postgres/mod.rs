@@ -167,6 +167,13 @@ impl PostgresEventStore {
         &self.log.db.sql.channel
     }
 
+    /// The database behind the store (pool and statements), for crate code that keeps its
+    /// own tables in it.
+    #[allow(dead_code)] // for `crate::subscription` (checkpoints in the store's database)
+    pub(crate) fn db(&self) -> &PgDb {
+        &self.log.db
+    }
+
     /// [`EventStore::append`](crate::store::EventStore::append), the PostgreSQL way (the span and
     /// the checks every append makes are in the core).
     async fn append_events(
@@ -328,11 +335,19 @@ impl PostgresEventStore {
         if constraint.ends_with("events_event_id_key") {
             return match self.previous_append(stream, events, expected).await? {
                 Some(previous) => Ok(previous),
-                None => Err(sql::duplicate_id(
-                    stream,
-                    events.first().map(|e| e.event_id).unwrap_or_default(),
-                    Some(Box::new(err)),
-                )),
+                None => {
+                    // The server names the stored id in its detail: `Key (event_id)=(<uuid>)
+                    // already exists.`; the first event's id when it cannot be read.
+                    let stored = duplicate_in_detail(&err)
+                        .filter(|id| events.iter().any(|e| e.event_id == *id));
+                    Err(sql::duplicate_id(
+                        stream,
+                        stored
+                            .or_else(|| events.first().map(|e| e.event_id))
+                            .unwrap_or_default(),
+                        Some(Box::new(err)),
+                    ))
+                }
             };
         }
         let actual = self.log.stream_version(&self.log.db.pool, stream).await?;
@@ -348,6 +363,21 @@ impl PostgresEventStore {
 /// What the server-side append returns: status (0 written, 1 conflict), the stream's
 /// version, the positions written and when.
 type AppendRow = (i32, Option<i64>, Option<Vec<i64>>, Option<DateTime<Utc>>);
+
+/// The event id a unique-key violation names in its detail (`Key (event_id)=(<uuid>) already
+/// exists.`).
+fn duplicate_in_detail(err: &sqlx::Error) -> Option<crate::message::EventId> {
+    let sqlx::Error::Database(db) = err else {
+        return None;
+    };
+    let detail = db
+        .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?
+        .detail()?;
+    let start = detail.find("=(")? + 2;
+    let end = start + detail[start..].find(')')?;
+    let id = uuid::Uuid::parse_str(detail.get(start..end)?).ok()?;
+    Some(crate::message::EventId::from_uuid(id))
+}
 
 fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))

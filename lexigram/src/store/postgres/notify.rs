@@ -3,11 +3,12 @@
 use std::fmt;
 use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 
 use super::{PostgresEventStore, unavailable};
 use crate::error::Result;
+use crate::store::WeakNotifier;
 
 impl PostgresEventStore {
     /// Listens for appends: each [`Wakeups::next`] resolves once at least one transaction
@@ -20,24 +21,93 @@ impl PostgresEventStore {
     /// reader should also poll now and then.
     pub async fn listen(&self) -> Result<Wakeups> {
         self.log.check_open()?;
-        // A pool of its own with one connection, outside the store's pool (a listener holds
-        // its connection for its whole life); the listener reconnects through it.
-        let options = (*self.log.db.pool.connect_options()).clone();
-        let dedicated = PgPoolOptions::new()
-            .max_connections(1)
-            .min_connections(0)
-            .max_lifetime(None)
-            .idle_timeout(None)
-            .acquire_timeout(self.log.db.pool.options().get_acquire_timeout())
-            .connect_lazy_with(options);
-        let mut listener = PgListener::connect_with(&dedicated)
-            .await
-            .map_err(|e| unavailable("opening a listener connection", e))?;
-        listener
-            .listen(&self.log.db.sql.channel)
-            .await
-            .map_err(|e| unavailable(&format!("LISTEN on `{}`", self.log.db.sql.channel), e))?;
-        Ok(Wakeups { listener })
+        listen_with(&self.listen_target()).await
+    }
+
+    /// What a listener needs to connect on its own, without holding the store.
+    pub(super) fn listen_target(&self) -> ListenTarget {
+        ListenTarget {
+            options: (*self.log.db.pool.connect_options()).clone(),
+            acquire_timeout: self.log.db.pool.options().get_acquire_timeout(),
+            channel: self.log.db.sql.channel.clone(),
+        }
+    }
+
+    /// Starts, once, the task that announces appends of other processes (and other pools):
+    /// it listens on [`channel`](Self::channel) with a connection of its own and announces
+    /// each notification's position. Nothing starts outside a tokio runtime.
+    pub(super) fn watch_other_processes(&self) {
+        let target = self.listen_target();
+        let notifier = self.log.appended.downgrade();
+        self.log
+            .watcher
+            .start_once(move || watch_notifications(target, notifier));
+    }
+}
+
+/// Where a listener connects: the store's server and credentials, and its channel.
+#[derive(Debug, Clone)]
+pub(super) struct ListenTarget {
+    options: PgConnectOptions,
+    acquire_timeout: Duration,
+    channel: String,
+}
+
+/// A listener on `target`'s channel, on a dedicated connection.
+async fn listen_with(target: &ListenTarget) -> Result<Wakeups> {
+    // A pool of its own with one connection, outside the store's pool (a listener holds
+    // its connection for its whole life); the listener reconnects through it.
+    let dedicated = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .acquire_timeout(target.acquire_timeout)
+        .connect_lazy_with(target.options.clone());
+    let mut listener = PgListener::connect_with(&dedicated)
+        .await
+        .map_err(|e| unavailable("opening a listener connection", e))?;
+    listener
+        .listen(&target.channel)
+        .await
+        .map_err(|e| unavailable(&format!("LISTEN on `{}`", target.channel), e))?;
+    Ok(Wakeups { listener })
+}
+
+/// The longest pause between two attempts to listen again after a failure.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Announces the position of every notification on `target`'s channel, listening again
+/// after a failure with a pause that doubles from 50 ms up to [`MAX_BACKOFF`]. Ends when the
+/// store (every clone) is dropped, or is aborted when it is closed.
+async fn watch_notifications(target: ListenTarget, notifier: WeakNotifier) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        if notifier.upgrade().is_none() {
+            return;
+        }
+        match listen_with(&target).await {
+            Ok(mut wakeups) => loop {
+                match wakeups.next().await {
+                    Ok(position) => {
+                        backoff = Duration::from_millis(50);
+                        let Some(notifier) = notifier.upgrade() else {
+                            return;
+                        };
+                        notifier.announce(position);
+                    }
+                    Err(err) => {
+                        tracing::debug!(%err, channel = target.channel, "lost the listener connection; listening again");
+                        break;
+                    }
+                }
+            },
+            Err(err) => {
+                tracing::debug!(%err, channel = target.channel, ?backoff, "could not listen for appends of other processes; trying again");
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 

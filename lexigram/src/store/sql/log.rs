@@ -28,6 +28,8 @@ pub(crate) struct EventLog<D: Dialect> {
     schema: Option<Arc<SchemaRegistry>>,
     /// Wakes this process's live readers after each append through the log.
     pub(crate) appended: crate::store::AppendNotifier,
+    /// The backend's watcher of other processes' appends, once started.
+    pub(crate) watcher: crate::store::Watcher,
 }
 
 impl<D: Dialect> Clone for EventLog<D> {
@@ -37,6 +39,7 @@ impl<D: Dialect> Clone for EventLog<D> {
             closed: Arc::clone(&self.closed),
             schema: self.schema.clone(),
             appended: self.appended.clone(),
+            watcher: self.watcher.clone(),
         }
     }
 }
@@ -49,6 +52,7 @@ impl<D: Dialect> EventLog<D> {
             closed: Arc::new(AtomicBool::new(false)),
             schema: None,
             appended: crate::store::AppendNotifier::default(),
+            watcher: crate::store::Watcher::default(),
         }
     }
 
@@ -308,6 +312,8 @@ where
 
     pub(crate) async fn close(&self) -> Result<()> {
         self.closed.store(true, Ordering::Release);
+        self.watcher.stop();
+        self.appended.close();
         self.db.pool.close().await;
         Ok(())
     }
@@ -370,7 +376,9 @@ where
 /// with a field `log: EventLog<dialect>` (every read, delete, purge, close and ping go to it) and an inherent
 /// `append_events` with the signature of [`EventStore::append`](crate::store::EventStore::append)
 /// (the one operation each dialect writes its own way), called after
-/// [`EventLog::check_append`] inside the `lexigram.append` span.
+/// [`EventLog::check_append`] inside the `lexigram.append` span, and an inherent
+/// `watch_other_processes(&self)` that starts (once, through `log.watcher`) the backend's
+/// watcher of other processes' appends.
 macro_rules! sql_event_store {
     ($store:ty, $dialect:ty) => {
         #[::async_trait::async_trait]
@@ -405,7 +413,19 @@ macro_rules! sql_event_store {
             }
 
             fn append_signal(&self) -> $crate::store::AppendSignal {
+                if !self.log.is_closed() {
+                    self.watch_other_processes();
+                }
                 self.log.appended.subscribe()
+            }
+
+            async fn read_page(
+                &self,
+                after: u64,
+                limit: usize,
+                filter: &$crate::store::ReadFilter,
+            ) -> $crate::Result<$crate::store::Page> {
+                self.log.read_page(after, limit, filter).await
             }
 
             async fn read(

@@ -20,6 +20,7 @@
 mod append;
 mod config;
 mod log;
+mod page;
 mod row;
 mod schema;
 mod snapshot;
@@ -153,10 +154,12 @@ impl<D: Dialect> Clone for SqlDb<D> {
 }
 
 /// A write transaction, holding this process's turn to write where the dialect takes turns.
-pub(crate) struct Write<'a, DB: Database> {
-    /// The transaction; dropping it uncommitted rolls it back (before the turn is given up).
+/// Owns its turn (no borrow of the store), so it can be handed out and kept across awaits.
+pub(crate) struct Write<DB: Database> {
+    /// The transaction; dropping it uncommitted rolls it back (before the turn is given up:
+    /// fields drop in declaration order).
     pub(crate) tx: Transaction<'static, DB>,
-    _turn: Option<tokio::sync::MutexGuard<'a, ()>>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl<D: Dialect> SqlDb<D> {
@@ -181,9 +184,9 @@ impl<D: Dialect> SqlDb<D> {
 
     /// Starts a write transaction: this process's turn first (where the dialect takes
     /// turns), then [`Dialect::BEGIN_WRITE`]. `what` names the write in an error.
-    pub(crate) async fn begin_write(&self, what: &str) -> Result<Write<'_, D::Db>> {
+    pub(crate) async fn begin_write(&self, what: &str) -> Result<Write<D::Db>> {
         let turn = match &self.writer {
-            Some(writer) => Some(writer.lock().await),
+            Some(writer) => Some(Arc::clone(writer).lock_owned().await),
             None => None,
         };
         let tx = match D::BEGIN_WRITE {

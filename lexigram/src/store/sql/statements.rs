@@ -94,6 +94,8 @@ pub(crate) struct EventSql {
     pub(crate) find_id: String,
     /// `$1` stream, versions above `$2` up to `$3`: the slots a retry is compared with.
     pub(crate) slots: String,
+    /// A filtered page and the high water of the same snapshot (built per filter).
+    pub(crate) read_page: super::page::PageSql,
 }
 
 impl EventSql {
@@ -145,6 +147,7 @@ impl EventSql {
             find_id: spell(format!(
                 "SELECT stream_id, stream_version FROM {events} WHERE event_id = $1"
             )),
+            read_page: super::page::PageSql::new(events, spelling),
             slots: spell(format!(
                 "SELECT stream_version, event_id, global_position, recorded_at FROM {events}
                  WHERE stream_id = $1 AND stream_version > $2 AND stream_version <= $3"

@@ -14,8 +14,8 @@ use crate::store::sql::{self, Dialect};
 
 /// Where and how to open a SQLite database.
 ///
-/// Serializes as `{ path, table_prefix, max_connections, busy_timeout }` (the timeout in
-/// milliseconds); a missing `path` means an in-memory database. A missing key takes its
+/// Serializes as `{ path, table_prefix, max_connections, busy_timeout, change_poll_interval }`
+/// (durations in milliseconds); a missing `path` means an in-memory database. A missing key takes its
 /// default (the same as [`SqliteConfig::default`]); an unknown key is an error, so a typo such
 /// as `pathh` cannot silently give an in-memory database.
 ///
@@ -41,6 +41,12 @@ pub struct SqliteConfig {
     /// How long a writer waits for another process's lock before failing. Default 5 s.
     #[serde(with = "sql::duration_ms")]
     pub busy_timeout: Duration,
+    /// How often a file database is checked for appends by other processes (`PRAGMA
+    /// data_version` on one connection of its own), once a live reader asked for an
+    /// [`append_signal`](crate::store::EventStore::append_signal). Appends through this
+    /// store wake readers at once regardless. Must be above zero. Default 50 ms.
+    #[serde(with = "sql::duration_ms")]
+    pub change_poll_interval: Duration,
 }
 
 impl Default for SqliteConfig {
@@ -50,6 +56,7 @@ impl Default for SqliteConfig {
             table_prefix: "lexigram_".into(),
             max_connections: 4,
             busy_timeout: Duration::from_secs(5),
+            change_poll_interval: Duration::from_millis(50),
         }
     }
 }
@@ -89,6 +96,14 @@ impl SqliteConfig {
         self
     }
 
+    /// Sets how often a file database is checked for appends by other processes (see
+    /// [`change_poll_interval`](Self::change_poll_interval)).
+    #[must_use]
+    pub fn change_poll_interval(mut self, interval: Duration) -> Self {
+        self.change_poll_interval = interval;
+        self
+    }
+
     /// Every problem with this configuration (empty when it is usable).
     pub fn validate(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -101,6 +116,9 @@ impl SqliteConfig {
         if self.max_connections == 0 {
             problems.push("sqlite.max_connections must be at least 1".into());
         }
+        if self.change_poll_interval.is_zero() {
+            problems.push("sqlite.change_poll_interval must be above zero (e.g. 50 ms)".into());
+        }
         if self.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
             problems.push(
                 "sqlite.path is empty: give a file name, or leave it out for an in-memory database"
@@ -111,7 +129,8 @@ impl SqliteConfig {
         problems
     }
 
-    fn is_memory(&self) -> bool {
+    /// Whether this is a private in-memory database (no other process can share it).
+    pub(super) fn is_memory(&self) -> bool {
         self.path
             .as_ref()
             .is_none_or(|p| p.as_os_str() == ":memory:")

@@ -42,11 +42,13 @@ mod dialect;
 mod schema;
 pub(crate) mod snapshot;
 mod statements;
+mod watch;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
-use sqlx::sqlite::SqlitePool;
+use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use crate::error::{ConcurrencyError, Error, Result};
 use crate::message::{NewEvent, StreamId};
@@ -87,6 +89,9 @@ pub(crate) fn unavailable(what: &str, err: sqlx::Error) -> Error {
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub struct SqliteEventStore {
     log: EventLog<SqliteDialect>,
+    /// How often the watcher of other processes' appends looks; `None` in memory, where no
+    /// other process can append.
+    change_poll: Option<Duration>,
 }
 
 impl fmt::Debug for SqliteEventStore {
@@ -106,7 +111,64 @@ impl SqliteEventStore {
     pub async fn connect(config: &SqliteConfig) -> Result<Self> {
         Ok(Self {
             log: EventLog::new(config.open().await?),
+            change_poll: (!config.is_memory()).then_some(config.change_poll_interval),
         })
+    }
+
+    /// Opens a write transaction that takes this store's writer turn first (the same one
+    /// appends take, then `BEGIN IMMEDIATE`), so your own writes in this database
+    /// (projections, checkpoints) queue behind appends instead of failing with
+    /// `SQLITE_BUSY`, and appends wait while it is open. Commit it with
+    /// [`SqliteWriteTx::commit`]; dropping it rolls back. Keep it short: every append of the
+    /// process waits for it.
+    ///
+    /// ```
+    /// use lexigram::store::{SqliteConfig, SqliteEventStore};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lexigram::Error> {
+    /// let store = SqliteEventStore::connect(&SqliteConfig::in_memory()).await?;
+    /// let mut tx = store.write_tx().await?;
+    /// # let fail = |e: sqlx::Error| lexigram::Error::InvalidArgument { reason: e.to_string() };
+    /// sqlx::query("CREATE TABLE balances (id TEXT PRIMARY KEY, cents INTEGER)")
+    ///     .execute(&mut *tx)
+    ///     .await
+    ///     .map_err(fail)?;
+    /// tx.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn write_tx(&self) -> Result<SqliteWriteTx> {
+        self.log.check_open()?;
+        Ok(SqliteWriteTx {
+            write: self
+                .log
+                .db
+                .begin_write("starting a write transaction")
+                .await?,
+        })
+    }
+
+    /// The database behind the store (pool, statements, writer turn), for crate code that
+    /// keeps its own tables in it.
+    #[allow(dead_code)] // for `crate::subscription` (checkpoints in the store's database)
+    pub(crate) fn db(&self) -> &SqliteDb {
+        &self.log.db
+    }
+
+    /// Starts, once, the task that announces appends by other processes (or other pools) on
+    /// a file database: it checks `PRAGMA data_version` on a connection of its own every
+    /// [`SqliteConfig::change_poll_interval`] and, when it moved, announces the last
+    /// position. Nothing starts in memory or outside a tokio runtime.
+    fn watch_other_processes(&self) {
+        let Some(interval) = self.change_poll else {
+            return;
+        };
+        let options = (*self.log.db.pool.connect_options()).clone();
+        let last_position = self.log.db.events().last_position.clone();
+        let notifier = self.log.appended.downgrade();
+        self.log
+            .watcher
+            .start_once(move || watch::data_version(options, last_position, interval, notifier));
     }
 
     /// Upcasts old events with `schema` on every read.
@@ -227,6 +289,47 @@ fn is_unique_violation(err: &sqlx::Error, column: &str) -> bool {
             db.kind() == sqlx::error::ErrorKind::UniqueViolation && db.message().contains(column)
         }
         _ => false,
+    }
+}
+
+/// A write transaction holding the store's writer turn, from
+/// [`SqliteEventStore::write_tx`]. Derefs to the connection, so
+/// `sqlx::query(..).execute(&mut *tx)` runs in it. Dropping it uncommitted rolls it back;
+/// either way the turn is given up afterwards.
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub struct SqliteWriteTx {
+    write: sql::Write<sqlx::Sqlite>,
+}
+
+impl fmt::Debug for SqliteWriteTx {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteWriteTx").finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for SqliteWriteTx {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.write.tx
+    }
+}
+
+impl std::ops::DerefMut for SqliteWriteTx {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.write.tx
+    }
+}
+
+impl SqliteWriteTx {
+    /// Commits, then gives up the writer turn. Announces nothing: readers of the event log
+    /// are not woken by it.
+    pub async fn commit(self) -> Result<()> {
+        self.write
+            .tx
+            .commit()
+            .await
+            .map_err(|e| unavailable("committing a write transaction", e))
     }
 }
 
