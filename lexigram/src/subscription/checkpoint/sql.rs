@@ -205,7 +205,7 @@ fn micros(ttl: Duration) -> i64 {
 }
 
 /// The error for a row the checkpoint store cannot read back.
-fn damaged<D: Dialect>(what: String) -> Error {
+fn damaged<D: Dialect>(what: &str) -> Error {
     Error::StoreConnection {
         backend: D::BACKEND,
         reason: format!(
@@ -228,7 +228,7 @@ fn parse_status<D: Dialect>(text: &str, key: &PartitionKey) -> Result<RunStatus>
         "running" => Ok(RunStatus::Running),
         "paused" => Ok(RunStatus::Paused),
         "failed" => Ok(RunStatus::Failed),
-        other => Err(damaged::<D>(format!(
+        other => Err(damaged::<D>(&format!(
             "partition {} of subscription `{}` (version {}) has the unknown status `{other}` (expected `running`, `paused` or `failed`)",
             key.partition, key.subscription, key.version
         ))),
@@ -580,7 +580,7 @@ where
             let event_id = uuid::Uuid::parse_str(&id)
                 .map(EventId::from_uuid)
                 .map_err(|_| {
-                    damaged::<D>(format!(
+                    damaged::<D>(&format!(
                         "a parked event of subscription `{name}` (version {version}) has the event id `{id}`, which is not a UUID"
                     ))
                 })?;
@@ -693,7 +693,7 @@ where
             let remaining: Option<i64> = row.try_get(8).map_err(read)?;
             let owner = match (owner, remaining) {
                 (Some(owner), Some(_)) => Some(NodeId::new(owner).map_err(|_| {
-                    damaged::<D>(format!(
+                    damaged::<D>(&format!(
                         "partition {} of subscription `{}` (version {}) has an owner that is not a node id",
                         key.partition, key.subscription, key.version
                     ))

@@ -109,3 +109,69 @@ impl SqliteCheckpointStore {
 }
 
 sql_checkpoint_store!(SqliteCheckpointStore, SqliteDialect);
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::Error;
+    use crate::store::SqliteConfig;
+    use crate::store::sqlite::unavailable;
+    use crate::subscription::{CheckpointStore, NodeId, PartitionKey, SubscriptionSpec};
+
+    #[tokio::test]
+    async fn commit_in_lands_with_the_callers_writes_or_not_at_all() -> Result<()> {
+        let events = SqliteEventStore::connect(&SqliteConfig::in_memory()).await?;
+        let store = SqliteCheckpointStore::new(&events);
+        store
+            .register(&SubscriptionSpec::new("s".into(), 1, 1, 0))
+            .await?;
+        let key = PartitionKey {
+            subscription: Arc::from("s"),
+            version: 1,
+            partition: 0,
+        };
+        let me = NodeId::new("a")?;
+        let ttl = Duration::from_secs(60);
+        let old = store.claim(&key, &me, ttl).await?;
+        let new = store.claim(&key, &me, ttl).await?;
+        let (Some(old), Some(new)) = (old, new) else {
+            return Err(Error::InvalidArgument {
+                reason: "both claims succeed".into(),
+            });
+        };
+        let db = events.db();
+        sqlx::query("CREATE TABLE balances (n INTEGER)")
+            .execute(&db.pool)
+            .await
+            .map_err(|e| unavailable("test", e))?;
+        for (lease, n) in [(&new, 1), (&old, 2)] {
+            let mut write = db.begin_write("test").await?;
+            sqlx::query("INSERT INTO balances (n) VALUES (?1)")
+                .bind(n)
+                .execute(&mut *write.tx)
+                .await
+                .map_err(|e| unavailable("test", e))?;
+            match store
+                .commit_in(&mut write.tx, lease, n as u64 * 10, &[])
+                .await
+            {
+                Ok(()) => write
+                    .tx
+                    .commit()
+                    .await
+                    .map_err(|e| unavailable("test", e))?,
+                Err(Error::LeaseLost { epoch, .. }) => assert_eq!(epoch, old.epoch),
+                Err(other) => return Err(other),
+            }
+        }
+        let written: Vec<i64> = sqlx::query_scalar("SELECT n FROM balances")
+            .fetch_all(&db.pool)
+            .await
+            .map_err(|e| unavailable("test", e))?;
+        assert_eq!(written, [1], "the fenced-out transaction wrote nothing");
+        assert_eq!(store.states(None).await?[0].position, 10);
+        Ok(())
+    }
+}
