@@ -2,7 +2,7 @@
 //! filters, wake-ups, retries, sequenced parking and replay, drain, fair share between nodes,
 //! fencing of a node that lost its lease, exact splits, and crashes of real processes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
@@ -71,7 +71,10 @@ async fn append_streams(store: &dyn EventStore, prefix: &str, streams: u64, per_
 
 /// What a recording reactor saw: (stream, seq, position, partition) in the order handled.
 #[derive(Clone, Default)]
-struct Log(Arc<Mutex<Vec<(String, u64, u64, u32)>>>);
+struct Log(Arc<Mutex<Vec<Handled>>>);
+
+/// One handled event: stream, seq, global position, partition.
+type Handled = (String, u64, u64, u32);
 
 impl Log {
     fn reactor(&self) -> impl Reactor {

@@ -554,6 +554,15 @@ impl From<SchemaError> for EventLoadErrorKind {
     }
 }
 
+/// ` (at version 3 of stream `x`)`, or nothing, for [`Error::DuplicateEvent`].
+fn stored_at(stream: Option<&StreamId>, version: Option<u64>) -> String {
+    match (stream, version) {
+        (Some(stream), Some(version)) => format!(" (at version {version} of stream `{stream}`)"),
+        (Some(stream), None) => format!(" (in stream `{stream}`)"),
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -615,14 +624,5 @@ mod tests {
             std::error::Error::source(&err).is_none(),
             "the cause is in the message"
         );
-    }
-}
-
-/// ` (at version 3 of stream `x`)`, or nothing, for [`Error::DuplicateEvent`].
-fn stored_at(stream: Option<&StreamId>, version: Option<u64>) -> String {
-    match (stream, version) {
-        (Some(stream), Some(version)) => format!(" (at version {version} of stream `{stream}`)"),
-        (Some(stream), None) => format!(" (in stream `{stream}`)"),
-        _ => String::new(),
     }
 }

@@ -26,9 +26,13 @@
 //! [`EventStore::append_signal`]: crate::store::EventStore::append_signal
 
 use std::fmt;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use std::sync::Weak;
 
-use parking_lot::{Mutex, RwLock};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+use parking_lot::Mutex;
+use parking_lot::RwLock;
 use tokio::sync::watch;
 
 /// Resolves when events were appended, for a live reader waiting at the head of the log.
