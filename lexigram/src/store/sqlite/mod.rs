@@ -382,7 +382,7 @@ mod tests {
                 .fetch_all(&db.pool)
                 .await
                 .map_err(|e| unavailable("test", e))?;
-        assert_eq!(versions, [1, 2]);
+        assert_eq!(versions, [1, 2, 3]);
         Ok(())
     }
 
