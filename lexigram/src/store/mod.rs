@@ -18,6 +18,13 @@
 //!   ones keep their versions and the next append continues the count.
 //! - **Upcasting on read.** A store built with a [`SchemaRegistry`](crate::schema::SchemaRegistry)
 //!   upcasts old events on every read path.
+//! - **Filtered pages that prove the log.** [`read_page`](EventStore::read_page) returns the
+//!   events matching a [`ReadFilter`] and [`Page::scanned_to`]: nothing matching at or below
+//!   it will appear later, so a reader of rare events still moves its checkpoint.
+//! - **Wake-ups.** [`append_signal`](EventStore::append_signal) wakes a live reader after
+//!   appends through the store (and other processes' where the backend can tell).
+//! - **Typed duplicates.** An append that reuses a stored event id and is not an exact retry
+//!   fails with [`Error::DuplicateEvent`](crate::Error::DuplicateEvent).
 //!
 //! # Examples
 //!
@@ -446,6 +453,13 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// the read proved the log ([`Page::scanned_to`]), so a reader of rare events moves its
     /// checkpoint over the others.
     ///
+    /// `limit` 0 gives an empty page with `scanned_to == after`. The built-in backends push
+    /// the filter into their query and read the page and the high water together (under
+    /// the memory store's lock; in one SQL statement, which on PostgreSQL keeps the settled
+    /// watermark of [`read_all`](EventStore::read_all)): a page that is not full proves the
+    /// log up to that high water, a full page up to its last event. Events are upcast as
+    /// `read_all` upcasts them; the filter applies to the stored type.
+    ///
     /// The default reads `limit` events with [`read_all`](EventStore::read_all) and filters
     /// them here; `scanned_to` is then the last position read (or `after`).
     async fn read_page(&self, after: u64, limit: usize, filter: &ReadFilter) -> Result<Page> {
@@ -467,6 +481,15 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
     /// Wakes live readers when events were appended: at once for appends through this store
     /// (and its clones), and from other processes where the backend can tell. The default
     /// never fires; readers then poll.
+    ///
+    /// PostgreSQL hears other processes through `LISTEN` on `PostgresEventStore::channel`
+    /// (when their stores send notifications, the default), a SQLite file by checking
+    /// `PRAGMA data_version` every `SqliteConfig::change_poll_interval`; either way one
+    /// background task per store, on a connection of its own, started by the first call
+    /// made inside a tokio runtime and stopped when the store is closed or dropped. Called
+    /// outside a runtime, the signal hears this process only (a later call inside one
+    /// starts the task). After [`close`](EventStore::close) the signal ends: `changed`
+    /// returns `None`.
     fn append_signal(&self) -> AppendSignal {
         AppendSignal::never()
     }

@@ -27,6 +27,11 @@
 //! transaction on purpose: PostgreSQL holds its notification-queue lock from `NOTIFY` until
 //! commit, so notifying inside the append would serialise the commits of all writers.
 //!
+//! [`append_signal`](crate::store::EventStore::append_signal) merges both: this store's own
+//! appends wake its readers at once, and one background listener per store (started by the
+//! first call, on a connection of its own, reconnecting with a backoff capped at 5 s)
+//! announces every notification's position, so appends of other processes wake them too.
+//!
 //! # Global order
 //!
 //! Each row stores the id of the transaction that wrote it (`xact_id xid8`). Positions are
