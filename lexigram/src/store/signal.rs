@@ -43,6 +43,8 @@ use tokio::sync::watch;
 #[derive(Clone)]
 pub struct AppendSignal {
     rx: Option<watch::Receiver<u64>>,
+    /// The store closed or went away: `changed` returns `None` at once.
+    ended: bool,
 }
 
 impl fmt::Debug for AppendSignal {
@@ -58,7 +60,10 @@ impl AppendSignal {
     /// A signal that never fires: [`changed`](Self::changed) pends forever (a store without
     /// wake-ups; readers poll).
     pub fn never() -> Self {
-        Self { rx: None }
+        Self {
+            rx: None,
+            ended: false,
+        }
     }
 
     /// Waits until an append was announced since the last call (or since the signal was
@@ -67,12 +72,16 @@ impl AppendSignal {
     /// calls return `None` at once). On a [`never`](Self::never) signal it pends forever.
     pub async fn changed(&mut self) -> Option<u64> {
         let Some(rx) = self.rx.as_mut() else {
+            if self.ended {
+                return None;
+            }
             return std::future::pending().await;
         };
         if rx.changed().await.is_ok() {
             return Some(*rx.borrow_and_update());
         }
         self.rx = None;
+        self.ended = true;
         None
     }
 
@@ -121,7 +130,10 @@ impl AppendNotifier {
             Some(tx) => tx.subscribe(),
             None => watch::channel(0).1,
         };
-        AppendSignal { rx: Some(rx) }
+        AppendSignal {
+            rx: Some(rx),
+            ended: false,
+        }
     }
 
     /// The store was closed: every reader's `changed` returns `None` from now on.
