@@ -501,8 +501,8 @@ async fn an_older_schema_is_upgraded_and_rerunning_migrations_is_a_no_op() -> le
     store
         .append("s", batch(2), ExpectedVersion::NoStream)
         .await?;
-    // Make it look like a database from before snapshots existed.
-    sqlx::query("DROP TABLE app.es_snapshots")
+    // Make it look like a database from before snapshots (and checkpoints) existed.
+    sqlx::query("DROP TABLE app.es_snapshots, app.es_subscriptions, app.es_members, app.es_parked")
         .execute(store.pool())
         .await
         .unwrap();

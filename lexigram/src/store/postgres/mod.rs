@@ -174,7 +174,6 @@ impl PostgresEventStore {
 
     /// The database behind the store (pool and statements), for crate code that keeps its
     /// own tables in it.
-    #[allow(dead_code)] // for `crate::subscription` (checkpoints in the store's database)
     pub(crate) fn db(&self) -> &PgDb {
         &self.log.db
     }

@@ -150,7 +150,6 @@ impl SqliteEventStore {
 
     /// The database behind the store (pool, statements, writer turn), for crate code that
     /// keeps its own tables in it.
-    #[allow(dead_code)] // for `crate::subscription` (checkpoints in the store's database)
     pub(crate) fn db(&self) -> &SqliteDb {
         &self.log.db
     }
