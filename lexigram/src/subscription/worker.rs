@@ -223,6 +223,7 @@ impl Worker {
         let mut signal = self.shared.events.append_signal();
         let mut signal_open = true;
         let mut read_failures = 0u32;
+        let mut unsettled_wait = Duration::ZERO;
         loop {
             if self.is_lost() {
                 return Exit::LeaseLost;
@@ -303,13 +304,23 @@ impl Worker {
             if whole_page && !full {
                 // Caught up: wait for an append, a poll, a request or a stop.
                 let poll = self.shared.def.options.poll_interval;
-                let wait = if self.cursor > self.committed {
+                // An append announced beyond what the read proved is not readable yet (on
+                // PostgreSQL an older transaction elsewhere still holds the watermark back):
+                // look again soon rather than wait for a signal that was already given.
+                let behind = signal.announced() > self.cursor;
+                let wait = if behind {
+                    unsettled_wait = (unsettled_wait * 2)
+                        .clamp(Duration::from_millis(2), Duration::from_millis(100));
+                    poll.min(unsettled_wait)
+                } else if self.cursor > self.committed {
+                    unsettled_wait = Duration::ZERO;
                     poll.min(Duration::from_millis(250))
                 } else {
+                    unsettled_wait = Duration::ZERO;
                     poll
                 };
                 tokio::select! {
-                    changed = signal.changed(), if signal_open => {
+                    changed = signal.changed(), if signal_open && !behind => {
                         signal_open = changed.is_some();
                     }
                     () = tokio::time::sleep(wait) => {}
