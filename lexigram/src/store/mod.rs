@@ -24,7 +24,7 @@
 //! - **Wake-ups.** [`append_signal`](EventStore::append_signal) wakes a live reader after
 //!   appends through the store (and other processes' where the backend can tell).
 //! - **Typed duplicates.** An append that reuses a stored event id and is not an exact retry
-//!   fails with [`Error::DuplicateEvent`](crate::Error::DuplicateEvent).
+//!   fails with [`Error::DuplicateEvent`].
 //!
 //! # Examples
 //!
