@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use super::checkpoint::{CheckpointStore, Lease, ParkedEvent, RunStatus};
+use super::checkpoint::{CheckpointStore, Lease, ParkedEvent, RunStatus, lease_lost};
 use super::definition::Subscription;
 use super::reactor::ReactionContext;
 use crate::context::{Parent, in_scope};
@@ -261,7 +261,7 @@ impl Worker {
                     let wait = Duration::from_millis(100)
                         .saturating_mul(1 << read_failures.min(6))
                         .min(Duration::from_secs(5));
-                    tracing::warn!(target: "lexigram::subscription", subscription = %options_name(&self.shared), partition = self.partition, %error, ?wait, "reading the log failed; retrying");
+                    tracing::warn!(target: "lexigram::subscription", subscription = %self.shared.def.name, partition = self.partition, %error, ?wait, "reading the log failed; retrying");
                     if let Some(exit) = self.pause(wait, None).await {
                         return exit;
                     }
@@ -552,19 +552,6 @@ impl Worker {
             still_parked,
             error,
         })
-    }
-}
-
-fn options_name(shared: &Shared) -> &str {
-    &shared.def.name
-}
-
-fn lease_lost(lease: &Lease) -> Error {
-    Error::LeaseLost {
-        subscription: lease.key.subscription.to_string(),
-        version: lease.key.version,
-        partition: lease.key.partition,
-        epoch: lease.epoch,
     }
 }
 

@@ -96,6 +96,34 @@ fn key_of(lease: &Lease) -> (Arc<str>, u32) {
     (Arc::clone(&lease.key.subscription), lease.key.version)
 }
 
+/// The row a lease still holds, with its subscription's parked events and partition count.
+struct Held<'a> {
+    row: &'a mut Row,
+    parked: &'a mut BTreeMap<EventId, ParkedEvent>,
+    partitions: u32,
+}
+
+impl State {
+    /// The partition `lease` names, if the lease still holds it (same owner and epoch, not
+    /// expired at `now`); [`Error::LeaseLost`] otherwise.
+    fn held(&mut self, lease: &Lease, now: Instant) -> Result<Held<'_>> {
+        let Sub { rows, parked } = self
+            .subscriptions
+            .get_mut(&key_of(lease))
+            .ok_or_else(|| lease_lost(lease))?;
+        let partitions = rows.len() as u32;
+        let row = rows
+            .get_mut(lease.key.partition as usize)
+            .filter(|row| row.held_by(lease, now))
+            .ok_or_else(|| lease_lost(lease))?;
+        Ok(Held {
+            row,
+            parked,
+            partitions,
+        })
+    }
+}
+
 #[async_trait]
 impl CheckpointStore for InMemoryCheckpointStore {
     fn backend(&self) -> &'static str {
@@ -163,35 +191,20 @@ impl CheckpointStore for InMemoryCheckpointStore {
     async fn renew(&self, lease: &Lease, ttl: Duration) -> Result<Lease> {
         let now = Instant::now();
         let mut state = self.state.lock();
-        let sub = state
-            .subscriptions
-            .get_mut(&key_of(lease))
-            .ok_or_else(|| lease_lost(lease))?;
-        let partitions = sub.rows.len() as u32;
-        let row = sub
-            .rows
-            .get_mut(lease.key.partition as usize)
-            .filter(|row| row.held_by(lease, now))
-            .ok_or_else(|| lease_lost(lease))?;
-        row.until = Some(now + ttl);
+        let held = state.held(lease, now)?;
+        held.row.until = Some(now + ttl);
         let mut renewed = lease.clone();
-        renewed.partitions = partitions;
-        renewed.status = row.status;
+        renewed.partitions = held.partitions;
+        renewed.status = held.row.status;
         renewed.valid_until = now + ttl;
         Ok(renewed)
     }
 
     async fn release(&self, lease: &Lease) -> Result<()> {
         let now = Instant::now();
-        let mut state = self.state.lock();
-        if let Some(row) = state
-            .subscriptions
-            .get_mut(&key_of(lease))
-            .and_then(|sub| sub.rows.get_mut(lease.key.partition as usize))
-            .filter(|row| row.held_by(lease, now))
-        {
-            row.owner = None;
-            row.until = None;
+        if let Ok(held) = self.state.lock().held(lease, now) {
+            held.row.owner = None;
+            held.row.until = None;
         }
         Ok(())
     }
@@ -199,19 +212,15 @@ impl CheckpointStore for InMemoryCheckpointStore {
     async fn commit(&self, lease: &Lease, position: u64, parked: &[ParkedEvent]) -> Result<()> {
         let now = Instant::now();
         let mut state = self.state.lock();
-        let sub = state
-            .subscriptions
-            .get_mut(&key_of(lease))
-            .ok_or_else(|| lease_lost(lease))?;
-        let row = sub
-            .rows
-            .get_mut(lease.key.partition as usize)
-            .filter(|row| row.held_by(lease, now))
-            .ok_or_else(|| lease_lost(lease))?;
+        let Held {
+            row,
+            parked: stored,
+            ..
+        } = state.held(lease, now)?;
         row.position = row.position.max(position);
         row.last_error = None;
         for event in parked {
-            sub.parked.entry(event.event_id).or_insert_with(|| {
+            stored.entry(event.event_id).or_insert_with(|| {
                 let mut event = event.clone();
                 if event.error.chars().count() > 2_000 {
                     event.error = event.error.chars().take(2_000).collect();
@@ -225,13 +234,7 @@ impl CheckpointStore for InMemoryCheckpointStore {
     async fn record_error(&self, lease: &Lease, error: &str) -> Result<()> {
         let now = Instant::now();
         let mut state = self.state.lock();
-        let row = state
-            .subscriptions
-            .get_mut(&key_of(lease))
-            .and_then(|sub| sub.rows.get_mut(lease.key.partition as usize))
-            .filter(|row| row.held_by(lease, now))
-            .ok_or_else(|| lease_lost(lease))?;
-        row.last_error = Some(error.chars().take(2_000).collect());
+        state.held(lease, now)?.row.last_error = Some(error.chars().take(2_000).collect());
         Ok(())
     }
 
@@ -249,26 +252,17 @@ impl CheckpointStore for InMemoryCheckpointStore {
     async fn unpark(&self, lease: &Lease, event_ids: &[EventId]) -> Result<u64> {
         let now = Instant::now();
         let mut state = self.state.lock();
-        let sub = state
-            .subscriptions
-            .get_mut(&key_of(lease))
-            .ok_or_else(|| lease_lost(lease))?;
-        if !sub
-            .rows
-            .get(lease.key.partition as usize)
-            .is_some_and(|row| row.held_by(lease, now))
-        {
-            return Err(lease_lost(lease));
-        }
+        let Held {
+            parked, partitions, ..
+        } = state.held(lease, now)?;
         // Only events of the lease's partition: another partition's holder replays those.
-        let total = sub.rows.len() as u32;
         let removed = event_ids
             .iter()
             .filter(|id| {
-                let ours = sub.parked.get(*id).is_some_and(|p| {
-                    Partition::of(p.stream.as_str(), total) == lease.key.partition
+                let ours = parked.get(*id).is_some_and(|p| {
+                    Partition::of(p.stream.as_str(), partitions) == lease.key.partition
                 });
-                ours && sub.parked.remove(*id).is_some()
+                ours && parked.remove(*id).is_some()
             })
             .count();
         Ok(removed as u64)
