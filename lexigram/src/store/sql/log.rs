@@ -291,11 +291,7 @@ where
                 .await
                 .map_err(|e| D::unavailable(&what, e))?;
         }
-        write
-            .tx
-            .commit()
-            .await
-            .map_err(|e| D::unavailable(&what, e))?;
+        write.commit(&what).await?;
         Ok(D::rows_affected(&gone) > 0)
     }
 

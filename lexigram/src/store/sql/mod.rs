@@ -29,6 +29,7 @@ mod statements;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use sqlx::pool::PoolConnection;
 use sqlx::{Database, Decode, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 
 use crate::error::{Error, Result};
@@ -155,11 +156,44 @@ impl<D: Dialect> Clone for SqlDb<D> {
 
 /// A write transaction, holding this process's turn to write where the dialect takes turns.
 /// Owns its turn (no borrow of the store), so it can be handed out and kept across awaits.
-pub(crate) struct Write<DB: Database> {
+pub(crate) struct Write<D: Dialect> {
     /// The transaction; dropping it uncommitted rolls it back (before the turn is given up:
     /// fields drop in declaration order).
-    pub(crate) tx: Transaction<'static, DB>,
+    pub(crate) tx: Transaction<'static, D::Db>,
     _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl<D: Dialect> Write<D> {
+    /// Commits, then gives up the turn. `what` names the write in an error.
+    pub(crate) async fn commit(self, what: &str) -> Result<()> {
+        self.tx.commit().await.map_err(|e| D::unavailable(what, e))
+    }
+}
+
+/// Where one write statement runs: in a write transaction holding this process's turn where
+/// the dialect takes turns, else on a pooled connection of its own (the statement commits by
+/// itself).
+enum OneWrite<D: Dialect> {
+    InTurn(Write<D>),
+    Alone(PoolConnection<D::Db>),
+}
+
+impl<D: Dialect> OneWrite<D> {
+    /// The connection the statement runs on.
+    fn conn(&mut self) -> &mut <D::Db as Database>::Connection {
+        match self {
+            Self::InTurn(write) => &mut write.tx,
+            Self::Alone(conn) => conn,
+        }
+    }
+
+    /// Commits the statement's transaction, if it has one. `what` names the write in an error.
+    async fn finish(self, what: &str) -> Result<()> {
+        match self {
+            Self::InTurn(write) => write.commit(what).await,
+            Self::Alone(_) => Ok(()),
+        }
+    }
 }
 
 impl<D: Dialect> SqlDb<D> {
@@ -184,7 +218,7 @@ impl<D: Dialect> SqlDb<D> {
 
     /// Starts a write transaction: this process's turn first (where the dialect takes
     /// turns), then [`Dialect::BEGIN_WRITE`]. `what` names the write in an error.
-    pub(crate) async fn begin_write(&self, what: &str) -> Result<Write<D::Db>> {
+    pub(crate) async fn begin_write(&self, what: &str) -> Result<Write<D>> {
         let turn = match &self.writer {
             Some(writer) => Some(Arc::clone(writer).lock_owned().await),
             None => None,
@@ -203,27 +237,44 @@ where
     for<'c> &'c mut <D::Db as Database>::Connection: Executor<'c, Database = D::Db>,
     for<'q> <D::Db as Database>::Arguments<'q>: IntoArguments<'q, D::Db>,
 {
+    /// Where one write statement runs (see [`OneWrite`]). `what` names the write in an error.
+    async fn one_write(&self, what: &str) -> Result<OneWrite<D>> {
+        if D::ONE_WRITER {
+            return Ok(OneWrite::InTurn(self.begin_write(what).await?));
+        }
+        let conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| D::unavailable(what, e))?;
+        Ok(OneWrite::Alone(conn))
+    }
+
     /// Runs one write statement and returns how many rows it changed: in a write
     /// transaction where the dialect takes turns to write, else on its own.
     pub(crate) async fn write_one(&self, query: Query<'_, D>, what: &str) -> Result<u64> {
-        let done = if D::ONE_WRITER {
-            let mut write = self.begin_write(what).await?;
-            let done = query
-                .execute(&mut *write.tx)
-                .await
-                .map_err(|e| D::unavailable(what, e))?;
-            write
-                .tx
-                .commit()
-                .await
-                .map_err(|e| D::unavailable(what, e))?;
-            done
-        } else {
-            query
-                .execute(&self.pool)
-                .await
-                .map_err(|e| D::unavailable(what, e))?
-        };
+        let mut on = self.one_write(what).await?;
+        let done = query
+            .execute(on.conn())
+            .await
+            .map_err(|e| D::unavailable(what, e))?;
+        on.finish(what).await?;
         Ok(D::rows_affected(&done))
+    }
+
+    /// Runs a writing statement that returns at most one row, the way
+    /// [`write_one`](Self::write_one) runs one, and returns the row.
+    pub(crate) async fn write_returning(
+        &self,
+        query: Query<'_, D>,
+        what: &str,
+    ) -> Result<Option<<D::Db as Database>::Row>> {
+        let mut on = self.one_write(what).await?;
+        let row = query
+            .fetch_optional(on.conn())
+            .await
+            .map_err(|e| D::unavailable(what, e))?;
+        on.finish(what).await?;
+        Ok(row)
     }
 }

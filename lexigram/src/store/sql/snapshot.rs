@@ -102,11 +102,7 @@ where
             .execute(&mut *write.tx)
             .await
             .map_err(|e| D::unavailable(&what, e))?;
-        write
-            .tx
-            .commit()
-            .await
-            .map_err(|e| D::unavailable(&what, e))
+        write.commit(&what).await
     }
 
     pub(crate) async fn latest(&self, aggregate_id: &str) -> Result<Option<Snapshot>> {

@@ -297,7 +297,7 @@ fn is_unique_violation(err: &sqlx::Error, column: &str) -> bool {
 /// either way the turn is given up afterwards.
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub struct SqliteWriteTx {
-    write: sql::Write<sqlx::Sqlite>,
+    write: sql::Write<SqliteDialect>,
 }
 
 impl fmt::Debug for SqliteWriteTx {
@@ -324,11 +324,7 @@ impl SqliteWriteTx {
     /// Commits, then gives up the writer turn. Announces nothing: readers of the event log
     /// are not woken by it.
     pub async fn commit(self) -> Result<()> {
-        self.write
-            .tx
-            .commit()
-            .await
-            .map_err(|e| unavailable("committing a write transaction", e))
+        self.write.commit("committing a write transaction").await
     }
 }
 

@@ -65,11 +65,7 @@ impl SqliteDb {
             &tables,
         )
         .await?;
-        write
-            .tx
-            .commit()
-            .await
-            .map_err(|e| unavailable("committing migrations", e))
+        write.commit("committing migrations").await
     }
 }
 

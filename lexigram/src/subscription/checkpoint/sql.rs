@@ -250,33 +250,6 @@ where
     for<'r> Option<i64>: Decode<'r, D::Db>,
     usize: ColumnIndex<<D::Db as Database>::Row>,
 {
-    /// Runs a writing statement that returns at most one row, on its own (in a write
-    /// transaction holding the writer's turn where the dialect takes turns).
-    async fn write_returning(
-        &self,
-        query: Query<'_, D>,
-        what: &str,
-    ) -> Result<Option<<D::Db as Database>::Row>> {
-        if D::ONE_WRITER {
-            let mut write = self.db.begin_write(what).await?;
-            let row = query
-                .fetch_optional(&mut *write.tx)
-                .await
-                .map_err(|e| D::unavailable(what, e))?;
-            write
-                .tx
-                .commit()
-                .await
-                .map_err(|e| D::unavailable(what, e))?;
-            Ok(row)
-        } else {
-            query
-                .fetch_optional(&self.db.pool)
-                .await
-                .map_err(|e| D::unavailable(what, e))
-        }
-    }
-
     /// The query with a lease's fencing parameters `$1`..`$5` bound.
     fn fenced<'q>(statement: &'q str, lease: &'q Lease) -> Query<'q, D> {
         sqlx::query(statement)
@@ -325,11 +298,7 @@ where
                 have
             }
         };
-        write
-            .tx
-            .commit()
-            .await
-            .map_err(|e| D::unavailable(&what, e))?;
+        write.commit(&what).await?;
         Ok(count)
     }
 
@@ -411,11 +380,7 @@ where
         let count = self
             .split_in(&mut write.tx, name, version, have, &what)
             .await?;
-        write
-            .tx
-            .commit()
-            .await
-            .map_err(|e| D::unavailable(&what, e))?;
+        write.commit(&what).await?;
         Ok(count)
     }
 
@@ -436,7 +401,7 @@ where
             .bind(i64::from(key.partition))
             .bind(me.as_str())
             .bind(micros(ttl));
-        let Some(row) = self.write_returning(query, &what).await? else {
+        let Some(row) = self.db.write_returning(query, &what).await? else {
             return Ok(None);
         };
         let read = |e| D::unavailable(&what, e);
@@ -460,6 +425,7 @@ where
         );
         let query = Self::fenced(&self.sql.renew, lease).bind(micros(ttl));
         let row = self
+            .db
             .write_returning(query, &what)
             .await?
             .ok_or_else(|| lease_lost(lease))?;
@@ -543,7 +509,7 @@ where
         // On an error the transaction is dropped, which rolls it back.
         self.commit_in(&mut write.tx, lease, position, parked)
             .await?;
-        write.tx.commit().await.map_err(|e| D::unavailable(what, e))
+        write.commit(what).await
     }
 
     pub(crate) async fn record_error(&self, lease: &Lease, error: &str) -> Result<()> {
@@ -631,11 +597,7 @@ where
                 .map_err(|e| D::unavailable(&what, e))?;
             removed += D::rows_affected(&done);
         }
-        write
-            .tx
-            .commit()
-            .await
-            .map_err(|e| D::unavailable(&what, e))?;
+        write.commit(&what).await?;
         Ok(removed)
     }
 
@@ -734,11 +696,7 @@ where
             .fetch_all(&mut *write.tx)
             .await
             .map_err(|e| D::unavailable(what, e))?;
-        write
-            .tx
-            .commit()
-            .await
-            .map_err(|e| D::unavailable(what, e))?;
+        write.commit(what).await?;
         // Sorted here, by bytes: the database's collation may order text otherwise. A row
         // that is not a node id (written outside lexigram) is left out.
         let mut members: Vec<NodeId> = nodes
