@@ -1,57 +1,46 @@
 //! The PostgreSQL checkpoint store: the checkpoint tables in the event store's schema.
 
 use std::fmt;
-use std::sync::Arc;
-
-use sqlx::postgres::PgConnection;
 
 use super::sql::{CheckpointSpelling, CheckpointSql, SqlCheckpoints, sql_checkpoint_store};
-use super::{Lease, ParkedEvent};
-use crate::error::Result;
 use crate::store::PostgresEventStore;
 use crate::store::postgres::PostgresDialect;
 
-fn later(micros: &str) -> String {
-    format!("(now() + {micros} * interval '1 microsecond')")
-}
-
-fn micros_until(column: &str) -> String {
-    format!("CAST(EXTRACT(EPOCH FROM ({column} - now())) * 1000000 AS bigint)")
-}
-
-/// Checkpoints, leases, parked events and members in the tables of a
-/// [`PostgresEventStore`]'s schema (its table prefix, its migrations), on its pool. Claims
-/// and renewals are one autocommit statement each; lease times are the server's clock
-/// (`now()`), so the nodes' clocks never have to agree. Clones share the pool.
-///
-/// # Examples
-///
-/// ```no_run
-/// use std::sync::Arc;
-/// use std::time::Duration;
-///
-/// use lexigram::config::Secret;
-/// use lexigram::store::{PostgresConfig, PostgresEventStore};
-/// use lexigram::subscription::{
-///     CheckpointStore, NodeId, PartitionKey, PostgresCheckpointStore, SubscriptionSpec,
-/// };
-///
-/// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), lexigram::Error> {
-/// let config = PostgresConfig::new(Secret::new("postgres://app@localhost/app"));
-/// let events = PostgresEventStore::connect(&config).await?;
-/// let checkpoints = PostgresCheckpointStore::new(&events);
-/// checkpoints.register(&SubscriptionSpec::new("bank.mailer".into(), 1, 4, 0)).await?;
-/// let key = PartitionKey { subscription: Arc::from("bank.mailer"), version: 1, partition: 0 };
-/// if let Some(lease) = checkpoints.claim(&key, &NodeId::generate(), Duration::from_secs(10)).await? {
-///     checkpoints.commit(&lease, 42, &[]).await?;
-/// }
-/// # Ok(()) }
-/// ```
-#[derive(Clone)]
-#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub struct PostgresCheckpointStore {
-    core: SqlCheckpoints<PostgresDialect>,
+sql_checkpoint_store! {
+    /// Checkpoints, leases, parked events and members in the tables of a
+    /// [`PostgresEventStore`]'s schema (its table prefix, its migrations), on its pool. Claims
+    /// and renewals are one autocommit statement each; lease times are the server's clock
+    /// (`now()`), so the nodes' clocks never have to agree. Clones share the pool.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// use lexigram::config::Secret;
+    /// use lexigram::store::{PostgresConfig, PostgresEventStore};
+    /// use lexigram::subscription::{
+    ///     CheckpointStore, NodeId, PartitionKey, PostgresCheckpointStore, SubscriptionSpec,
+    /// };
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), lexigram::Error> {
+    /// let config = PostgresConfig::new(Secret::new("postgres://app@localhost/app"));
+    /// let events = PostgresEventStore::connect(&config).await?;
+    /// let checkpoints = PostgresCheckpointStore::new(&events);
+    /// checkpoints.register(&SubscriptionSpec::new("bank.mailer".into(), 1, 4, 0)).await?;
+    /// let key = PartitionKey { subscription: Arc::from("bank.mailer"), version: 1, partition: 0 };
+    /// if let Some(lease) = checkpoints.claim(&key, &NodeId::generate(), Duration::from_secs(10)).await? {
+    ///     checkpoints.commit(&lease, 42, &[]).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    #[derive(Clone)]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub struct PostgresCheckpointStore {
+        core: SqlCheckpoints<PostgresDialect>,
+    }
 }
 
 impl fmt::Debug for PostgresCheckpointStore {
@@ -72,8 +61,10 @@ impl PostgresCheckpointStore {
         let spelling = CheckpointSpelling {
             placeholder: '$',
             now: "now()",
-            later,
-            micros_until,
+            later: |micros| format!("(now() + {micros} * interval '1 microsecond')"),
+            micros_until: |column| {
+                format!("CAST(EXTRACT(EPOCH FROM ({column} - now())) * 1000000 AS bigint)")
+            },
             greatest: "GREATEST",
             by_bytes: r#" COLLATE "C""#,
             event_id_text: "event_id::text",
@@ -85,27 +76,7 @@ impl PostgresCheckpointStore {
         };
         let sql = CheckpointSql::new(&format!("{s}."), p, &spelling);
         Self {
-            core: SqlCheckpoints {
-                db,
-                sql: Arc::new(sql),
-            },
+            core: SqlCheckpoints::new(db, sql),
         }
     }
-
-    /// [`commit`](super::CheckpointStore::commit) inside the caller's transaction (its first
-    /// statement on the partition's row locks it until the caller commits): fenced by the
-    /// lease, so on [`Error::LeaseLost`](crate::Error::LeaseLost) the caller must roll back
-    /// and nothing of its own writes lands either.
-    #[allow(dead_code)] // for the exactly-once SQL sink
-    pub(crate) async fn commit_in(
-        &self,
-        conn: &mut PgConnection,
-        lease: &Lease,
-        position: u64,
-        parked: &[ParkedEvent],
-    ) -> Result<()> {
-        self.core.commit_in(conn, lease, position, parked).await
-    }
 }
-
-sql_checkpoint_store!(PostgresCheckpointStore, PostgresDialect);

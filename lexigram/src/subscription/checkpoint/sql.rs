@@ -190,6 +190,16 @@ pub(crate) struct SqlCheckpoints<D: Dialect> {
     pub(crate) sql: Arc<CheckpointSql>,
 }
 
+impl<D: Dialect> SqlCheckpoints<D> {
+    /// The checkpoint tables beside the event store in `db`, with their statements.
+    pub(crate) fn new(db: SqlDb<D>, sql: CheckpointSql) -> Self {
+        Self {
+            db,
+            sql: Arc::new(sql),
+        }
+    }
+}
+
 impl<D: Dialect> Clone for SqlCheckpoints<D> {
     fn clone(&self) -> Self {
         Self {
@@ -718,10 +728,40 @@ where
     }
 }
 
-/// Implements [`CheckpointStore`](super::CheckpointStore) for a backend type holding its
-/// [`SqlCheckpoints`] in a `core` field, by delegation (written once for every dialect).
+/// Declares a backend's checkpoint store, a struct holding its [`SqlCheckpoints`] in a
+/// `core` field (written as usual inside the macro), and gives it `commit_in` and
+/// [`CheckpointStore`](super::CheckpointStore) by delegation (written once for every dialect).
 macro_rules! sql_checkpoint_store {
-    ($store:ty, $dialect:ty) => {
+    (
+        $(#[$attr:meta])*
+        pub struct $store:ident {
+            core: SqlCheckpoints<$dialect:ty>,
+        }
+    ) => {
+        $(#[$attr])*
+        pub struct $store {
+            core: $crate::subscription::checkpoint::sql::SqlCheckpoints<$dialect>,
+        }
+
+        impl $store {
+            /// [`commit`]($crate::subscription::CheckpointStore::commit) inside the caller's
+            /// transaction (on SQLite, one from `SqliteEventStore::write_tx`, which holds the
+            /// writer's turn; on PostgreSQL, its first statement on the partition's row locks
+            /// it until the caller commits): fenced by the lease, so on
+            /// [`Error::LeaseLost`]($crate::Error::LeaseLost) the caller must roll back and
+            /// nothing of its own writes lands either.
+            #[allow(dead_code)] // for the exactly-once SQL sink
+            pub(crate) async fn commit_in(
+                &self,
+                conn: &mut <<$dialect as $crate::store::sql::Dialect>::Db as ::sqlx::Database>::Connection,
+                lease: &$crate::subscription::Lease,
+                position: u64,
+                parked: &[$crate::subscription::ParkedEvent],
+            ) -> $crate::Result<()> {
+                self.core.commit_in(conn, lease, position, parked).await
+            }
+        }
+
         #[::async_trait::async_trait]
         impl $crate::subscription::CheckpointStore for $store {
             fn backend(&self) -> &'static str {
