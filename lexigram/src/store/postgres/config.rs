@@ -96,67 +96,25 @@ impl PostgresConfig {
         }
     }
 
-    /// Sets the schema.
-    #[must_use]
-    pub fn schema(mut self, schema: impl Into<String>) -> Self {
-        self.schema = schema.into();
-        self
-    }
-
-    /// Sets the table prefix.
-    #[must_use]
-    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.table_prefix = prefix.into();
-        self
-    }
-
-    /// Sets the least number of open connections.
-    #[must_use]
-    pub fn min_connections(mut self, min: u32) -> Self {
-        self.min_connections = min;
-        self
-    }
-
-    /// Sets the most connections open at once.
-    #[must_use]
-    pub fn max_connections(mut self, max: u32) -> Self {
-        self.max_connections = max;
-        self
-    }
-
-    /// Sets how long a call waits for a connection.
-    #[must_use]
-    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
-        self.acquire_timeout = timeout;
-        self
-    }
-
-    /// Sets when idle connections close (`None`: never).
-    #[must_use]
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = timeout;
-        self
-    }
-
-    /// Serialises writers; see [`strict_ordering`](Self::strict_ordering).
-    #[must_use]
-    pub fn strict_ordering(mut self, strict: bool) -> Self {
-        self.strict_ordering = strict;
-        self
-    }
-
-    /// Pings connections before use; see [`test_before_acquire`](Self::test_before_acquire).
-    #[must_use]
-    pub fn test_before_acquire(mut self, test: bool) -> Self {
-        self.test_before_acquire = test;
-        self
-    }
-
-    /// Turns the per-append notification on or off.
-    #[must_use]
-    pub fn notify(mut self, notify: bool) -> Self {
-        self.notify = notify;
-        self
+    sql::setters! {
+        /// Sets the schema.
+        schema(schema: impl Into<String>) = schema.into();
+        /// Sets the table prefix.
+        table_prefix(prefix: impl Into<String>) = prefix.into();
+        /// Sets the least number of open connections.
+        min_connections(min: u32);
+        /// Sets the most connections open at once.
+        max_connections(max: u32);
+        /// Sets how long a call waits for a connection.
+        acquire_timeout(timeout: Duration);
+        /// Sets when idle connections close (`None`: never).
+        idle_timeout(timeout: Option<Duration>);
+        /// Serialises writers; see [`strict_ordering`](Self::strict_ordering).
+        strict_ordering(strict: bool);
+        /// Pings connections before use; see [`test_before_acquire`](Self::test_before_acquire).
+        test_before_acquire(test: bool);
+        /// Turns the per-append notification on or off.
+        notify(notify: bool);
     }
 
     /// The LISTEN/NOTIFY channel appends signal on: `<schema>_<prefix>events`.

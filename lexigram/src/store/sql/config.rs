@@ -31,6 +31,32 @@ pub(crate) fn check_identifier(
     ));
 }
 
+/// Builder setters for a backend config's public fields, each `#[must_use]` and with the
+/// doc comment written above it: `name(arg: Type);` sets the field `name` to `arg`, and
+/// `name(arg: Type) = value;` sets it to `value` (`prefix.into()`).
+macro_rules! setters {
+    ($(
+        $(#[$attr:meta])*
+        $name:ident($arg:ident: $ty:ty) $(= $value:expr)?;
+    )*) => {
+        $(
+            $(#[$attr])*
+            #[must_use]
+            pub fn $name(mut self, $arg: $ty) -> Self {
+                self.$name = $crate::store::sql::setters!(@value $arg $(, $value)?);
+                self
+            }
+        )*
+    };
+    (@value $arg:ident) => {
+        $arg
+    };
+    (@value $arg:ident, $value:expr) => {
+        $value
+    };
+}
+pub(crate) use setters;
+
 /// Serde for a `Duration` written as whole milliseconds (`busy_timeout = 5000`).
 pub(crate) mod duration_ms {
     use std::time::Duration;

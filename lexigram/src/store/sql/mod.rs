@@ -39,7 +39,7 @@ pub(crate) use super::{check_batch, duplicate_id};
 pub(crate) use append::{StoredSlot, is_transient, metadata_text};
 #[cfg(feature = "postgres")]
 pub(crate) use config::option_duration_ms;
-pub(crate) use config::{check_identifier, duration_ms};
+pub(crate) use config::{check_identifier, duration_ms, setters};
 pub(crate) use log::{EventLog, Query, sql_event_store};
 pub(crate) use row::{EventRow, Interner, limit_i64, to_i64, to_u64};
 pub(crate) use schema::{Migration, run_migrations};

@@ -75,33 +75,16 @@ impl SqliteConfig {
         Self::default()
     }
 
-    /// Sets the table prefix.
-    #[must_use]
-    pub fn table_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.table_prefix = prefix.into();
-        self
-    }
-
-    /// Sets the pool size.
-    #[must_use]
-    pub fn max_connections(mut self, max: u32) -> Self {
-        self.max_connections = max;
-        self
-    }
-
-    /// Sets how long a writer waits for a lock held by another process.
-    #[must_use]
-    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
-        self.busy_timeout = timeout;
-        self
-    }
-
-    /// Sets how often a file database is checked for appends by other processes (see
-    /// [`change_poll_interval`](Self::change_poll_interval)).
-    #[must_use]
-    pub fn change_poll_interval(mut self, interval: Duration) -> Self {
-        self.change_poll_interval = interval;
-        self
+    sql::setters! {
+        /// Sets the table prefix.
+        table_prefix(prefix: impl Into<String>) = prefix.into();
+        /// Sets the pool size.
+        max_connections(max: u32);
+        /// Sets how long a writer waits for a lock held by another process.
+        busy_timeout(timeout: Duration);
+        /// Sets how often a file database is checked for appends by other processes (see
+        /// [`change_poll_interval`](Self::change_poll_interval)).
+        change_poll_interval(interval: Duration);
     }
 
     /// Every problem with this configuration (empty when it is usable).

@@ -744,11 +744,11 @@ macro_rules! sql_checkpoint_store {
         }
 
         impl $store {
-            /// [`commit`]($crate::subscription::CheckpointStore::commit) inside the caller's
+            /// [`commit`](crate::subscription::CheckpointStore::commit) inside the caller's
             /// transaction (on SQLite, one from `SqliteEventStore::write_tx`, which holds the
             /// writer's turn; on PostgreSQL, its first statement on the partition's row locks
             /// it until the caller commits): fenced by the lease, so on
-            /// [`Error::LeaseLost`]($crate::Error::LeaseLost) the caller must roll back and
+            /// [`Error::LeaseLost`](crate::Error::LeaseLost) the caller must roll back and
             /// nothing of its own writes lands either.
             #[allow(dead_code)] // for the exactly-once SQL sink
             pub(crate) async fn commit_in(
