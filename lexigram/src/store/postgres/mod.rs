@@ -88,7 +88,6 @@ use tokio::sync::watch;
 
 use crate::error::{ConcurrencyError, Error, Result};
 use crate::message::{NewEvent, StreamId};
-use crate::schema::SchemaRegistry;
 use crate::store::sql::{self, Dialect, EventLog, SqlDb, to_i64, to_u64};
 use crate::store::{AppendResult, ExpectedVersion, stream_hash};
 
@@ -150,32 +149,9 @@ impl PostgresEventStore {
         })
     }
 
-    /// Upcasts old events with `schema` on every read.
-    #[must_use]
-    pub fn with_schema(mut self, schema: Arc<SchemaRegistry>) -> Self {
-        self.log.set_schema(schema);
-        self
-    }
-
-    /// A snapshot store in the same schema, sharing this store's connections.
-    pub fn snapshot_store(&self) -> PostgresSnapshotStore {
-        PostgresSnapshotStore::from_db(self.log.db.clone(), false)
-    }
-
-    /// The connection pool, for queries of your own (projections in the same database).
-    pub fn pool(&self) -> &PgPool {
-        &self.log.db.pool
-    }
-
     /// The notification channel appends signal on.
     pub fn channel(&self) -> &str {
         &self.log.db.sql.channel
-    }
-
-    /// The database behind the store (pool and statements), for crate code that keeps its
-    /// own tables in it.
-    pub(crate) fn db(&self) -> &PgDb {
-        &self.log.db
     }
 
     /// [`EventStore::append`](crate::store::EventStore::append), the PostgreSQL way (the span and
@@ -387,7 +363,12 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
 }
 
-sql::sql_event_store!(PostgresEventStore, PostgresDialect);
+sql::sql_event_store!(PostgresEventStore, PostgresDialect, {
+    /// A snapshot store in the same schema, sharing this store's connections.
+    pub fn snapshot_store(&self) -> PostgresSnapshotStore;
+    /// The connection pool, for queries of your own (projections in the same database).
+    pub fn pool(&self) -> &PgPool;
+});
 
 #[cfg(test)]
 mod tests {

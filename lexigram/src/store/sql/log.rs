@@ -375,8 +375,47 @@ where
 /// [`EventLog::check_append`] inside the `lexigram.append` span, and an inherent
 /// `watch_other_processes(&self)` that starts (once, through `log.watcher`) the backend's
 /// watcher of other processes' appends.
+///
+/// It also gives the store the inherent methods every SQL store has: `with_schema`,
+/// `snapshot_store` and `pool` (their doc comments, which say where the snapshots and the
+/// connections are, written with their signatures in the call), and the crate's `db`.
 macro_rules! sql_event_store {
-    ($store:ty, $dialect:ty) => {
+    (
+        $store:ty, $dialect:ty, {
+            $(#[$snapshots_attr:meta])*
+            pub fn snapshot_store(&self) -> $snapshots:ty;
+            $(#[$pool_attr:meta])*
+            pub fn pool(&self) -> &$pool:ty;
+        }
+    ) => {
+        impl $store {
+            /// Upcasts old events with `schema` on every read.
+            #[must_use]
+            pub fn with_schema(
+                mut self,
+                schema: ::std::sync::Arc<$crate::schema::SchemaRegistry>,
+            ) -> Self {
+                self.log.set_schema(schema);
+                self
+            }
+
+            $(#[$snapshots_attr])*
+            pub fn snapshot_store(&self) -> $snapshots {
+                <$snapshots>::from_db(self.log.db.clone(), false)
+            }
+
+            $(#[$pool_attr])*
+            pub fn pool(&self) -> &$pool {
+                &self.log.db.pool
+            }
+
+            /// The database behind the store (pool, statements and, where the dialect takes
+            /// turns, the writer's turn), for crate code that keeps its own tables in it.
+            pub(crate) fn db(&self) -> &$crate::store::sql::SqlDb<$dialect> {
+                &self.log.db
+            }
+        }
+
         #[::async_trait::async_trait]
         impl $crate::store::EventStore for $store {
             fn backend(&self) -> &'static str {

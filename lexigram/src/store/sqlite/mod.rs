@@ -45,14 +45,12 @@ mod statements;
 mod watch;
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use crate::error::{ConcurrencyError, Error, Result};
 use crate::message::{NewEvent, StreamId};
-use crate::schema::SchemaRegistry;
 use crate::store::sql::{self, Dialect, EventLog, SqlDb, to_i64, to_u64};
 use crate::store::{AppendResult, ExpectedVersion, stream_hash};
 
@@ -148,12 +146,6 @@ impl SqliteEventStore {
         })
     }
 
-    /// The database behind the store (pool, statements, writer turn), for crate code that
-    /// keeps its own tables in it.
-    pub(crate) fn db(&self) -> &SqliteDb {
-        &self.log.db
-    }
-
     /// Starts, once, the task that announces appends by other processes (or other pools) on
     /// a file database: it checks `PRAGMA data_version` on a connection of its own every
     /// [`SqliteConfig::change_poll_interval`] and, when it moved, announces the last
@@ -168,23 +160,6 @@ impl SqliteEventStore {
         self.log
             .watcher
             .start_once(move || watch::data_version(options, last_position, interval, notifier));
-    }
-
-    /// Upcasts old events with `schema` on every read.
-    #[must_use]
-    pub fn with_schema(mut self, schema: Arc<SchemaRegistry>) -> Self {
-        self.log.set_schema(schema);
-        self
-    }
-
-    /// A snapshot store in the same database, sharing this store's connections.
-    pub fn snapshot_store(&self) -> SqliteSnapshotStore {
-        SqliteSnapshotStore::from_db(self.log.db.clone(), false)
-    }
-
-    /// The connection pool, for queries of your own (projections in the same file).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.log.db.pool
     }
 
     /// [`EventStore::append`](crate::store::EventStore::append), the SQLite way (the span and
@@ -328,7 +303,12 @@ impl SqliteWriteTx {
     }
 }
 
-sql::sql_event_store!(SqliteEventStore, SqliteDialect);
+sql::sql_event_store!(SqliteEventStore, SqliteDialect, {
+    /// A snapshot store in the same database, sharing this store's connections.
+    pub fn snapshot_store(&self) -> SqliteSnapshotStore;
+    /// The connection pool, for queries of your own (projections in the same file).
+    pub fn pool(&self) -> &SqlitePool;
+});
 
 #[cfg(test)]
 mod tests {
