@@ -190,7 +190,7 @@ impl PostgresConfig {
             .connect_with(options)
             .await
             .map_err(|e| unavailable("connecting", e))?;
-        let db = PgDb::new(pool, Statements::new(self));
+        let db = PgDb::new(pool, Statements::all(self));
         db.migrate(None).await?;
         Ok(db)
     }

@@ -10,7 +10,7 @@ use super::statements::Statements;
 use super::unavailable;
 use crate::error::Result;
 use crate::message::EventId;
-use crate::store::sql::{Dialect, EventRow, EventSql, Interner, SnapshotSql, StoredSlot, to_u64};
+use crate::store::sql::{Dialect, EventRow, Interner, StoredSlot, to_u64};
 
 /// PostgreSQL, for the [SQL core](crate::store::sql).
 #[derive(Debug)]
@@ -29,14 +29,6 @@ impl Dialect for PostgresDialect {
     const BEGIN_WRITE: Option<&'static str> = None;
     /// Writers run concurrently: the server's row locks order the writers of one stream.
     const ONE_WRITER: bool = false;
-
-    fn events(sql: &Statements) -> &EventSql {
-        &sql.events
-    }
-
-    fn snapshots(sql: &Statements) -> &SnapshotSql {
-        &sql.snapshots
-    }
 
     fn time(value: PgTime, column: &'static str) -> DateTime<Utc> {
         value.or_epoch(column)

@@ -118,7 +118,7 @@ pub struct PostgresEventStore {
 impl fmt::Debug for PostgresEventStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresEventStore")
-            .field("schema", &self.log.db.sql.schema)
+            .field("schema", &self.log.db.sql.own.schema)
             .field("table_prefix", &self.log.db.sql.prefix)
             .field("strict_ordering", &self.strict)
             .field("closed", &self.log.is_closed())
@@ -151,7 +151,7 @@ impl PostgresEventStore {
 
     /// The notification channel appends signal on.
     pub fn channel(&self) -> &str {
-        &self.log.db.sql.channel
+        &self.log.db.sql.own.channel
     }
 
     /// [`EventStore::append`](crate::store::EventStore::append), the PostgreSQL way (the span and
@@ -200,18 +200,19 @@ impl PostgresEventStore {
             .acquire()
             .await
             .map_err(|e| unavailable(&format!("appending to stream `{stream}`"), e))?;
-        let outcome: std::result::Result<AppendRow, _> = sqlx::query_as(&self.log.db.sql.append)
-            .bind(stream)
-            .bind(i64::from(stream_hash(stream)))
-            .bind(expected_arg)
-            .bind(&ids)
-            .bind(&types)
-            .bind(&versions)
-            .bind(&payloads)
-            .bind(&metadata)
-            .bind(self.strict)
-            .fetch_one(&mut *conn)
-            .await;
+        let outcome: std::result::Result<AppendRow, _> =
+            sqlx::query_as(&self.log.db.sql.own.append)
+                .bind(stream)
+                .bind(i64::from(stream_hash(stream)))
+                .bind(expected_arg)
+                .bind(&ids)
+                .bind(&types)
+                .bind(&versions)
+                .bind(&payloads)
+                .bind(&metadata)
+                .bind(self.strict)
+                .fetch_one(&mut *conn)
+                .await;
         let (status, version, positions, recorded_at) = match outcome {
             Ok(row) => row,
             Err(err) => {

@@ -29,7 +29,7 @@ impl PostgresEventStore {
         ListenTarget {
             options: (*self.log.db.pool.connect_options()).clone(),
             acquire_timeout: self.log.db.pool.options().get_acquire_timeout(),
-            channel: self.log.db.sql.channel.clone(),
+            channel: self.log.db.sql.own.channel.clone(),
         }
     }
 

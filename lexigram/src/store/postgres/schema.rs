@@ -4,13 +4,13 @@
 use super::statements::{LOCK_CLASS, Statements};
 use super::{PgDb, PostgresDialect, unavailable};
 use crate::error::Result;
-use crate::store::sql::{Migration, run_migrations};
+use crate::store::sql::{Migration, StoreSql, run_migrations};
 
 impl PgDb {
     /// Applies pending migrations up to `target` (all when `None`), under an advisory lock so
     /// processes starting together do not race. Re-running is a no-op.
     pub(crate) async fn migrate(&self, target: Option<i64>) -> Result<()> {
-        let (s, p) = (&self.sql.schema, &self.sql.prefix);
+        let (s, p) = (&self.sql.own.schema, &self.sql.prefix);
         let mut tx = self
             .pool
             .begin()
@@ -18,7 +18,7 @@ impl PgDb {
             .map_err(|e| unavailable("starting the migration transaction", e))?;
         sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
             .bind(LOCK_CLASS + 1)
-            .bind(self.sql.lock_key)
+            .bind(self.sql.own.lock_key)
             .execute(&mut *tx)
             .await
             .map_err(|e| unavailable("locking the schema for migration", e))?;
@@ -57,8 +57,8 @@ impl PgDb {
 }
 
 /// The schema, one step per version. Never edit a released step: add a new one.
-fn migrations(names: &Statements) -> Vec<Migration> {
-    let (s, p, key) = (&names.schema, &names.prefix, names.lock_key);
+fn migrations(names: &StoreSql<Statements>) -> Vec<Migration> {
+    let (s, p, key) = (&names.own.schema, &names.prefix, names.own.lock_key);
     let events = format!("{s}.{p}events");
     let streams = format!("{s}.{p}streams");
     let seq = format!("{s}.{p}positions");

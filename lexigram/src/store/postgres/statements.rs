@@ -2,7 +2,7 @@
 //! in once), with the names and lock keys they use.
 
 use super::PostgresConfig;
-use crate::store::sql::{EventSql, SnapshotSql, Spelling, Tables};
+use crate::store::sql::{Spelling, StoreSql, Tables};
 use crate::store::stream_hash;
 
 /// The first key of every advisory lock lexigram takes (`lxg1`); the second names the tables.
@@ -12,25 +12,23 @@ pub(crate) const LOCK_CLASS: i32 = 0x6c78_6731;
 /// [module docs](super#global-order).
 const SETTLED: &str = "xact_id < pg_snapshot_xmin(pg_current_snapshot())";
 
-/// The statements of one schema and prefix: the shared ones, read past settled rows only,
-/// and the call of the server-side append.
+/// The PostgreSQL statements of one schema and prefix (beside the shared ones, which read
+/// past settled rows only): the call of the server-side append, with the names and lock key.
 #[derive(Debug)]
 pub(crate) struct Statements {
     pub(crate) schema: String,
-    pub(crate) prefix: String,
     /// The LISTEN/NOTIFY channel: `<schema>_<prefix>events`.
     pub(crate) channel: String,
     /// The second key of this store's advisory locks (a hash of `schema.prefix`).
     pub(crate) lock_key: i32,
-    pub(crate) events: EventSql,
-    pub(crate) snapshots: SnapshotSql,
     /// `$1` stream, `$2` its hash, `$3` expected version (-1: any), `$4`..`$8` the events'
     /// ids, types, versions, payloads and metadata, `$9` strict ordering.
     pub(crate) append: String,
 }
 
 impl Statements {
-    pub(crate) fn new(config: &PostgresConfig) -> Self {
+    /// Every statement of the store `config` describes.
+    pub(crate) fn all(config: &PostgresConfig) -> StoreSql<Self> {
         let (s, p) = (&config.schema, &config.table_prefix);
         let tables = Tables::new(&format!("{s}."), p);
         let spelling = Spelling {
@@ -41,16 +39,14 @@ impl Statements {
                 events = tables.events
             ),
         };
-        Self {
+        let own = Self {
             schema: s.clone(),
-            prefix: p.clone(),
             channel: config.channel(),
             lock_key: i32::from_ne_bytes(stream_hash(&format!("{s}.{p}")).to_ne_bytes()),
             append: format!(
                 "SELECT o_status, o_version, o_positions, o_recorded_at FROM {s}.{p}append($1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ),
-            events: EventSql::new(&tables, &spelling),
-            snapshots: SnapshotSql::new(&tables, &spelling),
-        }
+        };
+        StoreSql::new(p, &tables, &spelling, own)
     }
 }

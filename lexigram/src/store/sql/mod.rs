@@ -44,7 +44,7 @@ pub(crate) use log::{EventLog, Query, sql_event_store};
 pub(crate) use row::{EventRow, Interner, limit_i64, to_i64, to_u64};
 pub(crate) use schema::{Migration, run_migrations};
 pub(crate) use snapshot::{SnapshotTable, sql_snapshot_store};
-pub(crate) use statements::{EventSql, SnapshotSql, Spelling, Tables};
+pub(crate) use statements::{EventSql, SnapshotSql, Spelling, StoreSql, Tables};
 
 /// What one SQL backend is: its driver, its statements, and the few things it decodes or
 /// orders its own way. Implemented by a marker type per backend (`SqliteDialect`,
@@ -52,7 +52,8 @@ pub(crate) use statements::{EventSql, SnapshotSql, Spelling, Tables};
 pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     /// The sqlx driver.
     type Db: Database;
-    /// Every statement of the backend, built once per table prefix (and schema).
+    /// The statements only this backend runs, built once per table prefix (and schema),
+    /// beside the shared ones in [`StoreSql`].
     type Statements: Send + Sync + 'static;
     /// A timestamp as the backend stores it (SQLite: microseconds; PostgreSQL: `PgTime`).
     type Time: for<'q> Encode<'q, Self::Db>
@@ -82,11 +83,6 @@ pub(crate) trait Dialect: Sized + Send + Sync + 'static {
     /// open a write transaction (SQLite: one writer per file), and single-statement writes
     /// run in such a transaction too. When `false`, a single statement runs on its own.
     const ONE_WRITER: bool;
-
-    /// The event-table statements.
-    fn events(sql: &Self::Statements) -> &EventSql;
-    /// The snapshot-table statements.
-    fn snapshots(sql: &Self::Statements) -> &SnapshotSql;
 
     /// A stored time; `column` names it in a warning when it cannot be shown.
     fn time(value: Self::Time, column: &'static str) -> DateTime<Utc>;
@@ -139,7 +135,7 @@ pub(crate) const COLUMNS: &str = "global_position, stream_id, stream_version, ev
 /// snapshot stores (clones share everything).
 pub(crate) struct SqlDb<D: Dialect> {
     pub(crate) pool: Pool<D::Db>,
-    pub(crate) sql: Arc<D::Statements>,
+    pub(crate) sql: Arc<StoreSql<D::Statements>>,
     /// Taken before every write transaction when the dialect has [`Dialect::ONE_WRITER`].
     writer: Option<Arc<tokio::sync::Mutex<()>>>,
 }
@@ -198,7 +194,7 @@ impl<D: Dialect> OneWrite<D> {
 
 impl<D: Dialect> SqlDb<D> {
     /// The database behind `pool`, with `sql` for its statements.
-    pub(crate) fn new(pool: Pool<D::Db>, sql: D::Statements) -> Self {
+    pub(crate) fn new(pool: Pool<D::Db>, sql: StoreSql<D::Statements>) -> Self {
         Self {
             pool,
             sql: Arc::new(sql),
@@ -208,12 +204,12 @@ impl<D: Dialect> SqlDb<D> {
 
     /// The event-table statements.
     pub(crate) fn events(&self) -> &EventSql {
-        D::events(&self.sql)
+        &self.sql.events
     }
 
     /// The snapshot-table statements.
     pub(crate) fn snapshots(&self) -> &SnapshotSql {
-        D::snapshots(&self.sql)
+        &self.sql.snapshots
     }
 
     /// Starts a write transaction: this process's turn first (where the dialect takes

@@ -61,6 +61,31 @@ impl Spelling {
     }
 }
 
+/// Every statement of one store: those the core runs, built here for one table prefix (and
+/// schema) and spelling, and the backend's own (`B`).
+#[derive(Debug)]
+pub(crate) struct StoreSql<B> {
+    /// The table prefix.
+    pub(crate) prefix: String,
+    pub(crate) events: EventSql,
+    pub(crate) snapshots: SnapshotSql,
+    /// The statements only this backend runs.
+    pub(crate) own: B,
+}
+
+impl<B> StoreSql<B> {
+    /// The shared statements on `tables` (named with `prefix`), spelled for one dialect,
+    /// beside the backend's `own`.
+    pub(crate) fn new(prefix: &str, tables: &Tables, spelling: &Spelling, own: B) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            events: EventSql::new(tables, spelling),
+            snapshots: SnapshotSql::new(tables, spelling),
+            own,
+        }
+    }
+}
+
 /// The statements on the events and streams tables.
 #[derive(Debug)]
 pub(crate) struct EventSql {

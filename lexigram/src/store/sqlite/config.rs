@@ -173,7 +173,7 @@ impl SqliteConfig {
                 );
                 SqliteDialect::unavailable(&format!("opening {target}"), e)
             })?;
-        let db = SqliteDb::new(pool, Statements::new(&self.table_prefix));
+        let db = SqliteDb::new(pool, Statements::all(&self.table_prefix));
         if let Err(err) = db.migrate(None).await {
             db.pool.close().await;
             return Err(err);

@@ -7,7 +7,7 @@ use sqlx::sqlite::{SqliteQueryResult, SqliteRow};
 use super::statements::Statements;
 use crate::error::Result;
 use crate::message::EventId;
-use crate::store::sql::{Dialect, EventRow, EventSql, Interner, SnapshotSql, StoredSlot, to_u64};
+use crate::store::sql::{Dialect, EventRow, Interner, StoredSlot, to_u64};
 
 /// SQLite, for the [SQL core](crate::store::sql).
 #[derive(Debug)]
@@ -28,14 +28,6 @@ impl Dialect for SqliteDialect {
     /// for (up to `busy_timeout`) rather than failing the transaction half-way.
     const BEGIN_WRITE: Option<&'static str> = Some("BEGIN IMMEDIATE");
     const ONE_WRITER: bool = true;
-
-    fn events(sql: &Statements) -> &EventSql {
-        &sql.events
-    }
-
-    fn snapshots(sql: &Statements) -> &SnapshotSql {
-        &sql.snapshots
-    }
 
     fn time(value: i64, _column: &'static str) -> DateTime<Utc> {
         from_micros(value)

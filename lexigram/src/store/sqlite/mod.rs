@@ -200,7 +200,7 @@ impl SqliteEventStore {
             return Ok(AppendResult::new(actual, Vec::new(), now));
         }
         let version = actual + events.len() as u64;
-        sqlx::query(&self.log.db.sql.upsert_stream)
+        sqlx::query(&self.log.db.sql.own.upsert_stream)
             .bind(stream)
             .bind(to_i64(version))
             .bind(now_micros)
@@ -210,7 +210,7 @@ impl SqliteEventStore {
         let hash = i64::from(stream_hash(stream));
         let mut positions = Vec::with_capacity(events.len());
         for ((event, metadata), stream_version) in events.iter().zip(metadata).zip(actual + 1..) {
-            let done = sqlx::query(&self.log.db.sql.insert)
+            let done = sqlx::query(&self.log.db.sql.own.insert)
                 .bind(stream)
                 .bind(to_i64(stream_version))
                 .bind(hash)
@@ -330,7 +330,7 @@ mod tests {
             .connect("sqlite::memory:")
             .await
             .map_err(|e| unavailable("test", e))?;
-        let db = SqliteDb::new(pool, Statements::new(&config.table_prefix));
+        let db = SqliteDb::new(pool, Statements::all(&config.table_prefix));
         db.migrate(Some(1)).await?;
         let tables = |db: SqliteDb| async move {
             sqlx::query_scalar::<_, String>(

@@ -1,16 +1,12 @@
 //! Every SQLite statement, with the table prefix spliced in once (it is a validated
 //! identifier).
 
-use crate::store::sql::{EventSql, SnapshotSql, Spelling, Tables};
+use crate::store::sql::{Spelling, StoreSql, Tables};
 
-/// The statements of one table prefix: the shared ones, spelled with `?n` parameters, and
-/// the two the SQLite append runs.
+/// The two statements the SQLite append runs, beside the shared ones (spelled with `?n`
+/// parameters).
 #[derive(Debug)]
 pub(crate) struct Statements {
-    /// The table prefix.
-    pub(crate) prefix: String,
-    pub(crate) events: EventSql,
-    pub(crate) snapshots: SnapshotSql,
     /// `?1` stream, `?2` version, `?3` time: creates the stream's row or moves its version.
     pub(crate) upsert_stream: String,
     /// `?1`..`?9`: one event.
@@ -18,7 +14,8 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
-    pub(crate) fn new(p: &str) -> Self {
+    /// Every statement of the store with table prefix `p`.
+    pub(crate) fn all(p: &str) -> StoreSql<Self> {
         let tables = Tables::new("", p);
         let events = &tables.events;
         let spelling = Spelling {
@@ -30,8 +27,7 @@ impl Statements {
                 "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = '{events}'), 0)"
             ),
         };
-        Self {
-            prefix: p.to_owned(),
+        let own = Self {
             upsert_stream: format!(
                 "INSERT INTO {streams} (stream_id, version, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
                  ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, updated_at = excluded.updated_at",
@@ -41,8 +37,7 @@ impl Statements {
                 "INSERT INTO {events} (stream_id, stream_version, stream_hash, event_id, event_type, event_version, payload, metadata, recorded_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
             ),
-            events: EventSql::new(&tables, &spelling),
-            snapshots: SnapshotSql::new(&tables, &spelling),
-        }
+        };
+        StoreSql::new(p, &tables, &spelling, own)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::sql::{CheckpointSpelling, CheckpointSql, SqlCheckpoints, sql_checkpoint_store};
+use super::sql::{CheckpointSpelling, SqlCheckpoints, sql_checkpoint_store};
 use crate::store::PostgresEventStore;
 use crate::store::postgres::PostgresDialect;
 
@@ -46,7 +46,7 @@ sql_checkpoint_store! {
 impl fmt::Debug for PostgresCheckpointStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresCheckpointStore")
-            .field("schema", &self.core.db.sql.schema)
+            .field("schema", &self.core.db.sql.own.schema)
             .field("table_prefix", &self.core.db.sql.prefix)
             .finish_non_exhaustive()
     }
@@ -57,7 +57,7 @@ impl PostgresCheckpointStore {
     /// migrations).
     pub fn new(events: &PostgresEventStore) -> Self {
         let db = events.db().clone();
-        let (s, p) = (&db.sql.schema, &db.sql.prefix);
+        let (s, p) = (&db.sql.own.schema, &db.sql.prefix);
         let spelling = CheckpointSpelling {
             placeholder: '$',
             now: "now()",
@@ -74,9 +74,9 @@ impl PostgresCheckpointStore {
                 "SELECT pg_advisory_xact_lock(hashtext('lexigram checkpoints {s}.{p}'), hashtext($1 || '/' || $2))"
             )),
         };
-        let sql = CheckpointSql::new(&format!("{s}."), p, &spelling);
+        let qualifier = format!("{s}.");
         Self {
-            core: SqlCheckpoints::new(db, sql),
+            core: SqlCheckpoints::new(db, &qualifier, &spelling),
         }
     }
 }

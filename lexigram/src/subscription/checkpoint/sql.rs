@@ -191,8 +191,10 @@ pub(crate) struct SqlCheckpoints<D: Dialect> {
 }
 
 impl<D: Dialect> SqlCheckpoints<D> {
-    /// The checkpoint tables beside the event store in `db`, with their statements.
-    pub(crate) fn new(db: SqlDb<D>, sql: CheckpointSql) -> Self {
+    /// The checkpoint tables beside the event store in `db`, named
+    /// `<qualifier><prefix>subscriptions` and so on (`qualifier` is empty or `schema.`).
+    pub(crate) fn new(db: SqlDb<D>, qualifier: &str, spelling: &CheckpointSpelling) -> Self {
+        let sql = CheckpointSql::new(qualifier, &db.sql.prefix, spelling);
         Self {
             db,
             sql: Arc::new(sql),

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::sql::{CheckpointSpelling, CheckpointSql, SqlCheckpoints, sql_checkpoint_store};
+use super::sql::{CheckpointSpelling, SqlCheckpoints, sql_checkpoint_store};
 use crate::store::SqliteEventStore;
 use crate::store::sqlite::SqliteDialect;
 
@@ -72,9 +72,8 @@ impl SqliteCheckpointStore {
             // Writers take turns (the writer's lock, then `BEGIN IMMEDIATE`).
             lock: None,
         };
-        let sql = CheckpointSql::new("", &db.sql.prefix, &spelling);
         Self {
-            core: SqlCheckpoints::new(db, sql),
+            core: SqlCheckpoints::new(db, "", &spelling),
         }
     }
 }
