@@ -1,14 +1,18 @@
 //! A small bank on lexigram: commands open and credit accounts, an event handler keeps a
-//! balance view, a query reads it, and two tellers racing on one account meet optimistic
-//! concurrency.
+//! balance view, a query reads it, two tellers racing on one account meet optimistic
+//! concurrency, and a durable reaction sends each new customer one welcome mail, across a
+//! restart of the app.
 //!
 //! Run: `cargo run --example bank`
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use lexigram::Error;
+use lexigram::message::EventId;
 use lexigram::prelude::*;
+use lexigram::subscription::{ReactionContext, Reactions};
 use lexigram::{AggregateId, App, Dep, EventContext, EventsConfig, EventsModule, Repository};
 use serde::{Deserialize, Serialize};
 
@@ -196,6 +200,68 @@ async fn on_withdrawn(
     Ok(())
 }
 
+/// The mail server of the example: mails by the event that caused them, so a mail delivered
+/// again (a reaction is at-least-once) is sent only once.
+#[derive(Debug, Default)]
+struct Mailer {
+    sent: Mutex<BTreeMap<EventId, String>>,
+    /// How many times the reaction asked to send (a redelivery would count twice).
+    deliveries: std::sync::atomic::AtomicUsize,
+}
+
+impl Mailer {
+    fn send(&self, key: EventId, text: String) {
+        self.deliveries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut sent = self
+            .sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sent.entry(key).or_insert(text);
+    }
+
+    fn deliveries(&self) -> usize {
+        self.deliveries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn sent(&self) -> Vec<String> {
+        let sent = self
+            .sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        sent.values().cloned().collect()
+    }
+}
+
+/// A durable reaction: its checkpoint lives in the SQLite file beside the events, so after a
+/// restart it goes on from there and never mails a customer twice.
+#[reaction(name = "bank.welcome-mail")]
+async fn welcome_mail(
+    event: AccountOpened,
+    ctx: ReactionContext,
+    mailer: Dep<Mailer>,
+) -> lexigram::Result<()> {
+    mailer.send(
+        ctx.event_id(),
+        format!("Welcome to the bank, {}!", event.owner),
+    );
+    Ok(())
+}
+
+/// Waits until the welcome mail reaction has handled everything up to the store's head (on
+/// SQLite `last_position` is the exact head; on PostgreSQL wait for the position an append
+/// returned, see docs/subscriptions.md).
+async fn mails_sent(app: &App) -> Result<(), lexigram::Error> {
+    let (Some(store), Some(reactions)) = (app.get::<dyn EventStore>(), app.get::<Reactions>())
+    else {
+        return Ok(());
+    };
+    let head = store.last_position().await?;
+    reactions
+        .wait_for("bank.welcome-mail", head, Duration::from_secs(10))
+        .await
+}
+
 #[query_handler(cache_ttl = "1s")]
 async fn balance(query: GetBalance, view: Dep<Balances>) -> lexigram::Result<Option<u64>> {
     Ok(view.get(query.account.as_str()))
@@ -210,9 +276,11 @@ async fn main() -> Result<(), lexigram::Error> {
     }
     println!("Events are stored in {}", path.display());
     let config = EventsConfig::sqlite(&path);
+    let mailer = Arc::new(Mailer::default());
     let app = App::builder()
-        .module(EventsModule::configure(config))
+        .module(EventsModule::configure(config.clone()))
         .provide(Balances::default())
+        .provide_arc(Arc::clone(&mailer))
         .build()
         .await?;
 
@@ -302,6 +370,9 @@ async fn main() -> Result<(), lexigram::Error> {
     println!("  Ada: {}", ada_balance.unwrap_or_default());
     println!("  Bob: {}", bob_balance.unwrap_or_default());
 
+    mails_sent(&app).await?;
+    println!("Welcome mails sent: {:?}", mailer.sent());
+
     let health = app.health().await;
     println!("Health: {:?}", health.status);
     for component in &health.components {
@@ -311,9 +382,39 @@ async fn main() -> Result<(), lexigram::Error> {
         );
     }
     app.shutdown().await?;
+
+    println!("Restarting the app on the same file; Carol opens an account");
+    let again = App::builder()
+        .module(EventsModule::configure(config))
+        .provide(Balances::default())
+        .provide_arc(Arc::clone(&mailer))
+        .build()
+        .await?;
+    again
+        .commands()
+        .dispatch(OpenAccount {
+            owner: "Carol".into(),
+        })
+        .await?;
+    mails_sent(&again).await?;
+    let mails = mailer.sent();
+    println!(
+        "Welcome mails sent: {mails:?}, from {} deliveries: the restarted reaction resumed from its checkpoint",
+        mailer.deliveries()
+    );
+    again.shutdown().await?;
     if ada_balance != Some(105) || bob_balance != Some(20) {
         return Err(Error::Config {
             problems: vec!["the bank's books do not balance".into()],
+        });
+    }
+    if mails.len() != 3 || mailer.deliveries() != 3 {
+        return Err(Error::Config {
+            problems: vec![format!(
+                "expected 3 welcome mails from 3 deliveries, sent {} from {}",
+                mails.len(),
+                mailer.deliveries()
+            )],
         });
     }
     Ok(())

@@ -103,7 +103,8 @@ impl Options {
         Self(found)
     }
 
-    /// Parses the options of every `#[name(...)]` attribute in `attrs`.
+    /// Parses the options of every `#[name(...)]` attribute in `attrs` (also written as a
+    /// path, like `#[lexigram::name(...)]`).
     pub(crate) fn from_attrs(
         attrs: &[syn::Attribute],
         name: &str,
@@ -111,7 +112,8 @@ impl Options {
         errors: &mut Errors,
     ) -> Self {
         let mut all = Self(BTreeMap::new());
-        for attr in attrs.iter().filter(|a| a.path().is_ident(name)) {
+        let named = |a: &&syn::Attribute| a.path().segments.last().is_some_and(|s| s.ident == name);
+        for attr in attrs.iter().filter(named) {
             let tokens = match &attr.meta {
                 syn::Meta::List(list) => list.tokens.clone(),
                 syn::Meta::Path(_) => TokenStream::new(),

@@ -1,4 +1,5 @@
-//! `#[command_handler]`, `#[query_handler]`, `#[event_handler]`, and `#[handlers]` for methods.
+//! `#[command_handler]`, `#[query_handler]`, `#[event_handler]`, `#[reaction]`, and
+//! `#[handlers]` for methods.
 
 use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -11,6 +12,7 @@ pub(crate) enum Kind {
     Command,
     Query,
     Event,
+    Reaction,
 }
 
 impl Kind {
@@ -19,6 +21,7 @@ impl Kind {
             Self::Command => "command_handler",
             Self::Query => "query_handler",
             Self::Event => "event_handler",
+            Self::Reaction => "reaction",
         }
     }
 
@@ -27,12 +30,18 @@ impl Kind {
             Self::Command => &["name"],
             Self::Query => &["name", "cache", "cache_ttl", "cache_size"],
             Self::Event => &["name", "priority"],
+            Self::Reaction => &["name", "partitions", "batch_size", "version", "start"],
         }
+    }
+
+    /// Whether the handler takes an event (by value or by reference).
+    fn takes_event(self) -> bool {
+        matches!(self, Self::Event | Self::Reaction)
     }
 
     fn from_attr(attr: &syn::Attribute) -> Option<Self> {
         let ident = &attr.path().segments.last()?.ident;
-        [Self::Command, Self::Query, Self::Event]
+        [Self::Command, Self::Query, Self::Event, Self::Reaction]
             .into_iter()
             .find(|k| ident == k.attr())
     }
@@ -43,6 +52,72 @@ struct HandlerOptions {
     name: Option<String>,
     priority: i32,
     cache: Option<(u64, usize)>,
+    /// `#[reaction]`: the settings its declaration gives.
+    reaction: ReactionOptions,
+}
+
+/// What a `#[reaction]` declares beside its name.
+#[derive(Default)]
+struct ReactionOptions {
+    partitions: Option<u32>,
+    batch_size: Option<u32>,
+    version: Option<u32>,
+    /// `origin` or `now`.
+    start: Option<syn::Ident>,
+}
+
+fn parse_reaction(options: &Options, name: Option<&str>, errors: &mut Errors) -> ReactionOptions {
+    match name {
+        None => errors.push_at(
+            Span::call_site(),
+            "a reaction needs a name, which keys its checkpoints: `#[reaction(name = \"bank.welcome-mail\")]`",
+        ),
+        Some(name) if name.trim().is_empty() || name.len() > 200 || name.contains('\0') => {
+            if let Some(opt) = options.get("name") {
+                errors.push_at(
+                    opt.value.as_ref().map_or(opt.key_span, Spanned::span),
+                    "a reaction's name is 1 to 200 bytes without NUL, like \"bank.welcome-mail\"",
+                );
+            }
+        }
+        Some(_) => {}
+    }
+    let partitions = options.positive_u32("partitions", errors);
+    if let (Some(p), Some(opt)) = (partitions, options.get("partitions"))
+        && p > 1024
+    {
+        errors.push_at(
+            opt.value.as_ref().map_or(opt.key_span, Spanned::span),
+            "`partitions` is at most 1024",
+        );
+    }
+    let start = options.get("start").and_then(|opt| {
+        let text = match &opt.value {
+            Some(syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Str(s), ..
+            })) => Some((s.value(), s.span())),
+            Some(syn::Expr::Path(p)) => p.path.get_ident().map(|i| (i.to_string(), i.span())),
+            _ => None,
+        };
+        match text {
+            Some((text, span)) if text == "origin" || text == "now" => {
+                Some(syn::Ident::new(if text == "now" { "Now" } else { "Origin" }, span))
+            }
+            _ => {
+                errors.push_at(
+                    opt.value.as_ref().map_or(opt.key_span, Spanned::span),
+                    "`start` is `\"origin\"` (the whole history, the default) or `\"now\"` (only events stored after the reaction first runs)",
+                );
+                None
+            }
+        }
+    });
+    ReactionOptions {
+        partitions,
+        batch_size: options.positive_u32("batch_size", errors),
+        version: options.positive_u32("version", errors),
+        start,
+    }
 }
 
 fn parse_options(kind: Kind, options: &Options, errors: &mut Errors) -> HandlerOptions {
@@ -113,10 +188,16 @@ fn parse_options(kind: Kind, options: &Options, errors: &mut Errors) -> HandlerO
             cache = Some((ttl.unwrap_or(300_000), size.unwrap_or(1_000)));
         }
     }
+    let reaction = if kind == Kind::Reaction {
+        parse_reaction(options, name.as_deref(), errors)
+    } else {
+        ReactionOptions::default()
+    };
     HandlerOptions {
         name,
         priority,
         cache,
+        reaction,
     }
 }
 
@@ -223,8 +304,16 @@ fn check_signature(
         return None;
     };
     let (message, message_by_ref) = match &*first.ty {
-        syn::Type::Reference(r) if kind == Kind::Event && r.mutability.is_none() => {
+        syn::Type::Reference(r) if kind.takes_event() && r.mutability.is_none() => {
             ((*r.elem).clone(), true)
+        }
+        syn::Type::Reference(r) if kind.takes_event() => {
+            errors.push_at(
+                r.span(),
+                format!("a {what} takes its event by value or by shared reference (`E` or `&E`), not `&mut`"),
+            );
+            ok = false;
+            ((*r.elem).clone(), false)
         }
         syn::Type::Reference(r) => {
             errors.push_at(
@@ -297,6 +386,10 @@ fn registration(
         Kind::Command => (quote!(::lexigram::command::CommandContext), quote!(command)),
         Kind::Query => (quote!(::lexigram::query::QueryContext), quote!(query)),
         Kind::Event => (quote!(::lexigram::event::EventContext), quote!(event)),
+        Kind::Reaction => (
+            quote!(::lexigram::subscription::ReactionContext),
+            quote!(reaction),
+        ),
     };
     let mut prepare: Vec<TokenStream> = sig
         .params
@@ -367,7 +460,7 @@ fn registration(
     let expected = match kind {
         Kind::Command => quote_spanned!(message.span()=> <#message as ::lexigram::Command>::Output),
         Kind::Query => quote_spanned!(message.span()=> <#message as ::lexigram::Query>::Output),
-        Kind::Event => quote!(()),
+        Kind::Event | Kind::Reaction => quote!(()),
     };
     let checked = quote_spanned! {first=>
         ::lexigram::__private::handler_result::<#message, #expected>(::core::convert::identity #group)
@@ -394,12 +487,31 @@ fn registration(
             };
             quote_spanned!(message.span()=> w.event::<#message, _>(#closure, #priority, #name))
         }
+        (Kind::Reaction, _) => {
+            let name = options.name.as_deref().unwrap_or_default();
+            let r = &options.reaction;
+            let mut decl = quote!(::lexigram::subscription::ReactionDecl::new(#name));
+            if let Some(p) = r.partitions {
+                decl.extend(quote!(.partitions(#p)));
+            }
+            if let Some(b) = r.batch_size {
+                let b = b as usize;
+                decl.extend(quote!(.batch_size(#b)));
+            }
+            if let Some(v) = r.version {
+                decl.extend(quote!(.version(#v)));
+            }
+            if let Some(start) = &r.start {
+                decl.extend(quote!(.start_from(::lexigram::subscription::StartFrom::#start)));
+            }
+            quote_spanned!(message.span()=> w.reaction::<#message, _>(#closure, #decl))
+        }
         _ => quote_spanned!(message.span()=> w.#register::<#message, _>(#closure)),
     };
     // At the message type, like the closure: a type that is not a message is reported there.
     let register_call = quote_spanned!(message.span()=> #register_call;);
     let fn_name = match (&options.name, this) {
-        (Some(name), _) if kind != Kind::Event => quote!(#name),
+        (Some(name), _) if !kind.takes_event() => quote!(#name),
         (_, Some(this)) => {
             let path = format!(
                 "{}::{}",
@@ -476,7 +588,7 @@ pub(crate) fn expand_impl(args: TokenStream, item: TokenStream) -> TokenStream {
     let mut block: syn::ItemImpl = match syn::parse2(item.clone()) {
         Ok(block) => block,
         Err(_) => {
-            errors.push_at(Span::call_site(), "`#[handlers]` goes on an `impl` block whose methods are marked `#[command_handler]`, `#[query_handler]` or `#[event_handler]`");
+            errors.push_at(Span::call_site(), "`#[handlers]` goes on an `impl` block whose methods are marked `#[command_handler]`, `#[query_handler]`, `#[event_handler]` or `#[reaction]`");
             return with_errors(errors, item);
         }
     };
@@ -521,7 +633,7 @@ pub(crate) fn expand_impl(args: TokenStream, item: TokenStream) -> TokenStream {
         }
     }
     if registrations.is_empty() && errors.is_empty() {
-        errors.push_at(block.self_ty.span(), "`#[handlers]` found no method marked `#[command_handler]`, `#[query_handler]` or `#[event_handler]`");
+        errors.push_at(block.self_ty.span(), "`#[handlers]` found no method marked `#[command_handler]`, `#[query_handler]`, `#[event_handler]` or `#[reaction]`");
     }
     match errors.finish() {
         Ok(()) => quote!(#block #(#registrations)*),

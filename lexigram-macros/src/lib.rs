@@ -102,8 +102,25 @@ pub fn event_handler(args: TokenStream, item: TokenStream) -> TokenStream {
     )
 }
 
-/// On an `impl` block: its methods marked `#[command_handler]`, `#[query_handler]` or
-/// `#[event_handler]` become handlers called on the instance the app provides (`Dep<Self>`:
+/// Declares a durable, at-least-once reaction to the event type of the first parameter
+/// (`E` or `&E`): the events module runs it as a checkpointed subscription of the stored log,
+/// from the app's start to its shutdown, shared with the other processes of the deployment.
+///
+/// `#[reaction(name = "bank.welcome-mail", partitions = 4, batch_size = 100, version = 1,
+/// start = "now")]`: `name` (required) keys the checkpoints; functions with the same name form
+/// one reaction (one subscription reading all their event types). Parameters after the event
+/// are supplied like a handler's (`Dep<T>`, the buses, `MessageMetadata`, `ReactionContext`).
+/// Unset settings come from `[reactions.subscriptions."<name>"]` or the defaults.
+#[proc_macro_attribute]
+pub fn reaction(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand(
+        "reaction",
+        handler::expand(handler::Kind::Reaction, args.into(), item.into()),
+    )
+}
+
+/// On an `impl` block: its methods marked `#[command_handler]`, `#[query_handler]`,
+/// `#[event_handler]` or `#[reaction]` become handlers called on the instance the app provides (`Dep<Self>`:
 /// register it with `.provide(..)`), or, with `#[handlers(inject)]`, on an instance built
 /// from its injected fields (`#[derive(FromContainer)]`).
 #[proc_macro_attribute]

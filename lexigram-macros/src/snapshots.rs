@@ -158,6 +158,22 @@ fn event_handler() {
 }
 
 #[test]
+fn reaction() {
+    check(
+        "reaction",
+        crate::handler::expand(
+            crate::handler::Kind::Reaction,
+            quote!(name = "bank.welcome-mail", partitions = 4, start = "now"),
+            quote! {
+                async fn welcome(event: AccountOpened, ctx: ReactionContext, mailer: Dep<Mailer>) -> Result<(), MailError> {
+                    mailer.send(&event.owner, ctx.event_id()).await
+                }
+            },
+        ),
+    );
+}
+
+#[test]
 fn handlers_on_methods() {
     check(
         "handlers",

@@ -154,14 +154,14 @@ pub mod prelude {
     pub use crate::store::EventStore;
     pub use lexigram_macros::{
         Command, Event, FromContainer, Query, aggregate, apply, command_handler, event_handler,
-        handlers, query_handler,
+        handlers, query_handler, reaction,
     };
 }
 
 #[doc(inline)]
 pub use lexigram_macros::{
     Command, Event, FromContainer, Query, aggregate, apply, command_handler, event_handler,
-    handlers, query_handler,
+    handlers, query_handler, reaction,
 };
 
 /// Not public API. Used by generated code.

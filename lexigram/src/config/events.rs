@@ -360,6 +360,8 @@ pub struct EventsConfig {
     /// Module path prefixes handlers must live under to be wired (`["bank::handlers"]`);
     /// empty means every discovered handler.
     pub handler_modules: Vec<String>,
+    /// Durable reactions: whether they run here, as which node, and their settings.
+    pub reactions: super::ReactionsConfig,
 }
 
 impl Default for EventsConfig {
@@ -371,6 +373,7 @@ impl Default for EventsConfig {
             event_bus: crate::event::EventBusConfig::default(),
             shutdown_timeout_ms: 30_000,
             handler_modules: Vec::new(),
+            reactions: super::ReactionsConfig::default(),
         }
     }
 }
@@ -417,6 +420,14 @@ impl EventsConfig {
     #[must_use]
     pub fn handler_modules(mut self, handler_modules: Vec<String>) -> Self {
         self.handler_modules = handler_modules;
+        self
+    }
+
+    /// Sets `reactions`: whether durable reactions run here, as which node, and their
+    /// settings.
+    #[must_use]
+    pub fn reactions(mut self, reactions: super::ReactionsConfig) -> Self {
+        self.reactions = reactions;
         self
     }
 
@@ -616,6 +627,7 @@ impl EventsConfig {
                 ));
             }
         }
+        self.reactions.validate(&mut problems);
         problems
     }
 
@@ -631,10 +643,10 @@ impl EventsConfig {
 }
 
 impl EventsConfig {
-    /// Opens the configured event store and the snapshot store that belongs to it (keeping
-    /// `snapshots.keep` per aggregate), reading events through `schema`: what
-    /// [`EventsModule`](crate::module::EventsModule) does at startup, for a tool or a test
-    /// that needs the stores without building an app. Pass
+    /// Opens the configured event store, and the snapshot and checkpoint stores that belong
+    /// to it (the same database; `snapshots.keep` snapshots kept per aggregate), reading
+    /// events through `schema`: what [`EventsModule`](crate::module::EventsModule) does at
+    /// startup, for a tool or a test that needs the stores without building an app. Pass
     /// [`registration::discovered_schema`](crate::registration::discovered_schema) for the
     /// program's event types.
     ///
@@ -643,39 +655,61 @@ impl EventsConfig {
     /// # async fn main() -> Result<(), lexigram::Error> {
     /// use lexigram::config::EventsConfig;
     /// let schema = std::sync::Arc::new(lexigram::registration::discovered_schema()?);
-    /// let (events, snapshots) = EventsConfig::memory().open_stores(schema).await?;
-    /// assert_eq!((events.backend(), snapshots.backend()), ("memory", "memory"));
+    /// let stores = EventsConfig::memory().open_stores(schema).await?;
+    /// assert_eq!(stores.events.backend(), "memory");
+    /// assert_eq!(stores.snapshots.backend(), "memory");
+    /// assert_eq!(stores.checkpoints.backend(), "memory");
     /// # Ok(()) }
     /// ```
-    pub async fn open_stores(
-        &self,
-        schema: Arc<SchemaRegistry>,
-    ) -> Result<(Arc<dyn EventStore>, Arc<dyn SnapshotStore>)> {
+    pub async fn open_stores(&self, schema: Arc<SchemaRegistry>) -> Result<OpenStores> {
         let keep = self.snapshots.keep;
         Ok(match &self.store {
             StoreConfig::Memory => {
                 let store = InMemoryEventStore::new().with_schema(schema);
-                let snapshots = store.snapshot_store().with_max_per_aggregate(keep);
-                (Arc::new(store), Arc::new(snapshots))
+                OpenStores {
+                    snapshots: Arc::new(store.snapshot_store().with_max_per_aggregate(keep)),
+                    checkpoints: Arc::new(crate::subscription::InMemoryCheckpointStore::new()),
+                    events: Arc::new(store),
+                }
             }
             #[cfg(feature = "sqlite")]
             StoreConfig::Sqlite(config) => {
                 let store = crate::store::SqliteEventStore::connect(config)
                     .await?
                     .with_schema(schema);
-                let snapshots = store.snapshot_store().with_max_per_aggregate(keep);
-                (Arc::new(store), Arc::new(snapshots))
+                OpenStores {
+                    snapshots: Arc::new(store.snapshot_store().with_max_per_aggregate(keep)),
+                    checkpoints: Arc::new(crate::subscription::SqliteCheckpointStore::new(&store)),
+                    events: Arc::new(store),
+                }
             }
             #[cfg(feature = "postgres")]
             StoreConfig::Postgres(config) => {
                 let store = crate::store::PostgresEventStore::connect(config)
                     .await?
                     .with_schema(schema);
-                let snapshots = store.snapshot_store().with_max_per_aggregate(keep);
-                (Arc::new(store), Arc::new(snapshots))
+                OpenStores {
+                    snapshots: Arc::new(store.snapshot_store().with_max_per_aggregate(keep)),
+                    checkpoints: Arc::new(crate::subscription::PostgresCheckpointStore::new(
+                        &store,
+                    )),
+                    events: Arc::new(store),
+                }
             }
         })
     }
+}
+
+/// The stores [`EventsConfig::open_stores`] opens, all on one database.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct OpenStores {
+    /// The event store.
+    pub events: Arc<dyn EventStore>,
+    /// Its snapshot store.
+    pub snapshots: Arc<dyn SnapshotStore>,
+    /// Its checkpoint store, for durable subscriptions.
+    pub checkpoints: Arc<dyn crate::subscription::CheckpointStore>,
 }
 
 #[cfg(test)]

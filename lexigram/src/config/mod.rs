@@ -17,8 +17,10 @@
 //! ```
 
 mod events;
+mod reactions;
 mod secret;
 mod source;
 
-pub use events::{EventsConfig, SnapshotConfig, StoreConfig};
+pub use events::{EventsConfig, OpenStores, SnapshotConfig, StoreConfig};
+pub use reactions::{ReactionSettings, ReactionsConfig};
 pub use secret::Secret;

@@ -20,6 +20,9 @@ use crate::repository::EventPublisher;
 use crate::schema::SchemaRegistry;
 use crate::snapshot::{InMemorySnapshotStore, SnapshotManager, SnapshotPolicy, SnapshotStore};
 use crate::store::{EventStore, InMemoryEventStore};
+use crate::subscription::{
+    CheckpointStore, InMemoryCheckpointStore, ReactionRegistry, Reactions, RunStatus,
+};
 
 type ManualWiring = Box<dyn Fn(&mut Wiring<'_>) + Send + Sync>;
 type SchemaSetup =
@@ -171,31 +174,35 @@ impl Module for EventsModule {
         let schema = Arc::new(schema);
         // An invalid bus configuration is reported by `validate` above.
         let bus = EventBus::with_config(self.config.event_bus.clone()).unwrap_or_default();
-        let (events, snapshot_store) = match self.config.open_stores(Arc::clone(&schema)).await {
-            Ok(stores) => stores,
-            Err(err) => {
-                // A report line has no source chain: the causes go into the sentence.
-                let mut causes = String::new();
-                let mut cause = std::error::Error::source(&err);
-                while let Some(source) = cause {
-                    causes.push_str(&format!(" ({source})"));
-                    cause = source.source();
+        let (events, snapshot_store, checkpoints) =
+            match self.config.open_stores(Arc::clone(&schema)).await {
+                Ok(stores) => (stores.events, stores.snapshots, stores.checkpoints),
+                Err(err) => {
+                    // A report line has no source chain: the causes go into the sentence.
+                    let mut causes = String::new();
+                    let mut cause = std::error::Error::source(&err);
+                    while let Some(source) = cause {
+                        causes.push_str(&format!(" ({source})"));
+                        cause = source.source();
+                    }
+                    problems.push(
+                        Problem::new(format!(
+                            "cannot open the {} store: {err}{causes}",
+                            self.config.store.backend()
+                        ))
+                        .help(
+                            "check `store` in the configuration and that the database is reachable",
+                        ),
+                    );
+                    // Keep wiring over in-memory stores, to report every other problem too.
+                    (
+                        Arc::new(InMemoryEventStore::new().with_schema(Arc::clone(&schema)))
+                            as Arc<dyn EventStore>,
+                        Arc::new(InMemorySnapshotStore::new()) as Arc<dyn SnapshotStore>,
+                        Arc::new(InMemoryCheckpointStore::new()) as Arc<dyn CheckpointStore>,
+                    )
                 }
-                problems.push(
-                    Problem::new(format!(
-                        "cannot open the {} store: {err}{causes}",
-                        self.config.store.backend()
-                    ))
-                    .help("check `store` in the configuration and that the database is reachable"),
-                );
-                // Keep wiring over in-memory stores, to report every other problem too.
-                (
-                    Arc::new(InMemoryEventStore::new().with_schema(Arc::clone(&schema)))
-                        as Arc<dyn EventStore>,
-                    Arc::new(InMemorySnapshotStore::new()) as Arc<dyn SnapshotStore>,
-                )
-            }
-        };
+            };
         let policy = self.config.snapshots.policy();
         let snapshots = (!matches!(policy, SnapshotPolicy::Never)).then(|| {
             SnapshotManager::shared(Arc::clone(&snapshot_store), policy)
@@ -208,6 +215,13 @@ impl Module for EventsModule {
             schema: Arc::clone(&schema),
             publisher: Some(publisher),
         });
+        container.provide(Reactions::with_node(
+            Arc::clone(&events),
+            Arc::clone(&checkpoints),
+            self.config.reactions.node(),
+        ));
+        container.provide(ReactionRegistry::new());
+        container.provide_arc::<dyn CheckpointStore>(checkpoints);
         container.provide_arc::<dyn EventStore>(events);
         container.provide_arc::<dyn SnapshotStore>(snapshot_store);
         container.provide_arc(schema);
@@ -231,11 +245,46 @@ impl Module for EventsModule {
     fn verify(&self, container: &Container, problems: &mut Vec<Problem>) {
         // After every module wired: handler scopes may handle what this module did not.
         unhandled_messages(container, problems);
+        if let Some(registry) = container.get::<ReactionRegistry>() {
+            check_reactions(&registry, &self.config.reactions, problems);
+        }
+    }
+
+    async fn start(&self, container: &Container) -> Result<()> {
+        let (Some(registry), Some(reactions)) = (
+            container.get::<ReactionRegistry>(),
+            container.get::<Reactions>(),
+        ) else {
+            return Ok(());
+        };
+        let config = &self.config.reactions;
+        let subscriptions =
+            registry.subscriptions(|name, builder| config.configure(name, builder))?;
+        for subscription in subscriptions {
+            if config.runs(subscription.name()) {
+                tracing::info!(
+                    target: "lexigram::subscription",
+                    subscription = subscription.name(),
+                    partitions = subscription.partitions(),
+                    node = %reactions.node(),
+                    "starting a durable reaction"
+                );
+                reactions.start(subscription).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn shutdown(&self, container: &Container) -> Result<()> {
         let deadline = Duration::from_millis(self.config.shutdown_timeout_ms);
         let mut first = None;
+        // Reactions first: their batches in flight commit while the store is still open.
+        if let Some(reactions) = container.get::<Reactions>()
+            && !reactions.running().is_empty()
+            && let Err(err) = reactions.shutdown().await
+        {
+            first.get_or_insert(err);
+        }
         if let Some(bus) = container.get::<EventBus>()
             && !bus.is_shut_down()
             && let Err(err) = bus.shutdown(deadline).await
@@ -287,8 +336,100 @@ impl Module for EventsModule {
                 )
             });
         }
+        if let Some(reactions) = container.get::<Reactions>()
+            && !reactions.running().is_empty()
+        {
+            components.push(reactions_health(&reactions).await);
+        }
         components
     }
+}
+
+/// Settings for reactions no code declares (a typo would change nothing, silently), and
+/// every definition problem of the declared ones, each at its declarations.
+fn check_reactions(
+    registry: &ReactionRegistry,
+    config: &crate::config::ReactionsConfig,
+    problems: &mut Vec<Problem>,
+) {
+    let names = registry.names();
+    for name in config.subscriptions.keys() {
+        if !names.contains(name) {
+            let known = if names.is_empty() {
+                "no reaction is declared".to_owned()
+            } else {
+                format!("declared: {}", names.join(", "))
+            };
+            problems.push(
+                Problem::new(format!(
+                    "`reactions.subscriptions.{name}` configures a reaction no code declares ({known})"
+                ))
+                .help("fix the name, or remove the section; `#[reaction(name = \"..\")]` declares one"),
+            );
+        }
+    }
+    if let Err(crate::Error::Config { problems: invalid }) =
+        registry.subscriptions(|name, builder| config.configure(name, builder))
+    {
+        for sentence in invalid {
+            let mut problem = Problem::new(sentence.clone());
+            let name = names
+                .iter()
+                .find(|n| sentence.starts_with(&format!("subscription `{n}`")));
+            for (handler, site) in name.map(|n| registry.sites(n)).unwrap_or_default() {
+                if let Some(site) = site {
+                    problem = problem.at(site, handler.to_string());
+                }
+            }
+            problems.push(problem);
+        }
+    }
+}
+
+/// One line per reaction running here: lag, parked events, failed partitions, leases held.
+async fn reactions_health(reactions: &Reactions) -> ComponentHealth {
+    let mut status = HealthStatus::Healthy;
+    let mut lines = Vec::new();
+    for name in reactions.running() {
+        match reactions.status(&name).await {
+            Ok(s) => {
+                let failed = s
+                    .partitions
+                    .iter()
+                    .filter(|p| p.status == RunStatus::Failed)
+                    .count();
+                let paused = s
+                    .partitions
+                    .iter()
+                    .filter(|p| p.status == RunStatus::Paused)
+                    .count();
+                if failed > 0 {
+                    status = HealthStatus::Unhealthy;
+                } else if s.parked > 0 && status == HealthStatus::Healthy {
+                    status = HealthStatus::Degraded;
+                }
+                let mut line = format!(
+                    "{name}: lag {}, {} parked, holds {}/{} partitions",
+                    s.lag,
+                    s.parked,
+                    s.held_here.len(),
+                    s.partitions.len()
+                );
+                if failed > 0 {
+                    line.push_str(&format!(", {failed} failed"));
+                }
+                if paused > 0 {
+                    line.push_str(&format!(", {paused} paused"));
+                }
+                lines.push(line);
+            }
+            Err(err) => {
+                status = HealthStatus::Unhealthy;
+                lines.push(format!("{name}: status unavailable: {err}"));
+            }
+        }
+    }
+    ComponentHealth::new("reactions", status, lines.join("; "))
 }
 
 /// Discovered handlers under some module paths, wired into the app's buses. Made by
@@ -334,7 +475,7 @@ fn wire_handlers(
     };
     let mut by_message: BTreeMap<(HandlerKind, &'static str), Vec<&'static HandlerRegistration>> =
         BTreeMap::new();
-    for h in selected.iter().filter(|h| h.kind != HandlerKind::Event) {
+    for h in selected.iter().filter(|h| h.kind.is_exclusive()) {
         by_message
             .entry((h.kind, h.message_type()))
             .or_default()
@@ -358,7 +499,7 @@ fn wire_handlers(
     }
     let mut wiring = Wiring::new(container, (&commands, &queries, &events), problems);
     for h in selected {
-        if h.kind != HandlerKind::Event && skip.contains(&h.name) {
+        if h.kind.is_exclusive() && skip.contains(&h.name) {
             wiring.dry_run(h);
         } else {
             h.wire(&mut wiring);

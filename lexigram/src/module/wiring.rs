@@ -17,6 +17,7 @@ use crate::repository::{EventPublisher, Repository};
 use crate::schema::SchemaRegistry;
 use crate::snapshot::SnapshotManager;
 use crate::store::EventStore;
+use crate::subscription::{ReactionContext, ReactionDecl, ReactionHandler, ReactionRegistry};
 
 /// What a handler serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -27,6 +28,8 @@ pub enum HandlerKind {
     Query,
     /// An event handler (any number per event type).
     Event,
+    /// A durable reaction (`#[reaction]`): any number per event type, grouped by name.
+    Reaction,
 }
 
 impl HandlerKind {
@@ -36,11 +39,18 @@ impl HandlerKind {
             Self::Command => "command",
             Self::Query => "query",
             Self::Event => "event",
+            Self::Reaction => "reaction",
         }
+    }
+
+    /// Whether a message type has exactly one handler of this kind (commands and queries).
+    pub(crate) fn is_exclusive(self) -> bool {
+        matches!(self, Self::Command | Self::Query)
     }
 }
 
-/// A handler registered by `#[command_handler]`, `#[query_handler]` or `#[event_handler]`.
+/// A handler registered by `#[command_handler]`, `#[query_handler]`, `#[event_handler]` or
+/// `#[reaction]`.
 #[derive(Debug)]
 pub struct HandlerRegistration {
     /// What it serves.
@@ -107,6 +117,17 @@ impl HandlerRegistration {
     pub const fn event<E: Event>(site: HandlerSite, wire: fn(&mut Wiring<'_>)) -> Self {
         Self::new(
             HandlerKind::Event,
+            site,
+            event_name::<E>,
+            TypeId::of::<E>,
+            wire,
+        )
+    }
+
+    /// A durable reaction to `E`.
+    pub const fn reaction<E: Event>(site: HandlerSite, wire: fn(&mut Wiring<'_>)) -> Self {
+        Self::new(
+            HandlerKind::Reaction,
             site,
             event_name::<E>,
             TypeId::of::<E>,
@@ -351,6 +372,43 @@ impl<'a> Wiring<'a> {
             .name(name.into_owned());
         self.events.subscribe_with::<E, _>(handler, options);
     }
+
+    /// Adds a durable reaction to `E` to the reaction `decl` names (declarations of one name
+    /// form one subscription; the events module starts it with the app).
+    pub fn reaction<E: Event, H: ReactionHandler<E>>(&mut self, handler: H, decl: ReactionDecl) {
+        if self.dry_run {
+            return;
+        }
+        let Some(registry) = self.container.get::<ReactionRegistry>() else {
+            let mut problem = Problem::new(format!(
+                "reaction `{}` has nowhere to run: the events module is missing",
+                decl.name()
+            ))
+            .help("add `.module(EventsModule::configure(config))` to the app");
+            if let Some(h) = self.current {
+                problem = problem.at(h.location, h.name);
+            }
+            self.problems.push(problem);
+            return;
+        };
+        let name = self.name();
+        let site = self.current.map(|h| h.location);
+        if let Err(conflict) = registry.add::<E, H>(decl, handler, name.into_owned(), site) {
+            for sentence in conflict.sentences {
+                let mut problem = Problem::new(sentence)
+                    .help("give the setting in one declaration only, or move it to `[reactions]`");
+                for (handler, location) in &conflict.earlier {
+                    if let Some(location) = location {
+                        problem = problem.at(*location, handler.to_string());
+                    }
+                }
+                if let Some(h) = self.current {
+                    problem = problem.at(h.location, h.name);
+                }
+                self.problems.push(problem);
+            }
+        }
+    }
 }
 
 /// A handler with the name of the function it came from.
@@ -396,8 +454,8 @@ pub struct Missing {
     pub help: String,
 }
 
-/// The context a handler is called with: [`CommandContext`], [`QueryContext`] or
-/// [`EventContext`].
+/// The context a handler is called with: [`CommandContext`], [`QueryContext`],
+/// [`EventContext`] or [`ReactionContext`].
 pub trait HandlerContext: Clone + Send + Sync + 'static {
     /// The metadata of the message being handled.
     fn message_metadata(&self) -> &MessageMetadata;
@@ -421,6 +479,12 @@ impl HandlerContext for EventContext {
     }
 }
 
+impl HandlerContext for ReactionContext {
+    fn message_metadata(&self) -> &MessageMetadata {
+        self.metadata()
+    }
+}
+
 /// A handler parameter lexigram can supply (every parameter after the message).
 ///
 /// Resolution happens once, when the app is built ([`prepare`](Self::prepare)); each call then
@@ -429,7 +493,7 @@ impl HandlerContext for EventContext {
     message = "lexigram cannot supply `{Self}` to a handler",
     label = "not a handler parameter",
     note = "to take your own `{Self}`, write `Dep<{Self}>` and provide it with `App::builder().provide(..)`",
-    note = "after the message, a handler takes `Dep<T>`, `Repository<A>`, `CommandBus`, `QueryBus`, `EventBus`, `MessageMetadata`, or its context (`CommandContext`, `QueryContext` or `EventContext`)"
+    note = "after the message, a handler takes `Dep<T>`, `Repository<A>`, `CommandBus`, `QueryBus`, `EventBus`, `MessageMetadata`, or its context (`CommandContext`, `QueryContext`, `EventContext` or `ReactionContext`)"
 )]
 pub trait HandlerParam<Ctx>: Sized + Send + 'static {
     /// What is resolved once, when the app is built.
@@ -529,6 +593,7 @@ macro_rules! context_param {
 context_param!(CommandContext);
 context_param!(QueryContext);
 context_param!(EventContext);
+context_param!(ReactionContext);
 
 /// A type built from the container field by field: `#[derive(FromContainer)]` on a struct
 /// whose fields are handler parameters that need no message context (`Dep<T>`,

@@ -292,6 +292,22 @@ impl SubscriptionBuilder {
         self
     }
 
+    /// Changes the options in place (how configuration overrides reach a builder).
+    #[must_use]
+    pub(crate) fn map_options(mut self, change: impl FnOnce(&mut SubscriptionOptions)) -> Self {
+        change(&mut self.options);
+        self
+    }
+
+    /// Sets the partitions unless `partitions` is `None`.
+    #[must_use]
+    pub(crate) fn partitions_if(self, partitions: Option<u32>) -> Self {
+        match partitions {
+            Some(partitions) => self.partitions(partitions),
+            None => self,
+        }
+    }
+
     /// Events per page and per checkpoint commit at most.
     #[must_use]
     pub fn batch_size(mut self, batch_size: usize) -> Self {

@@ -28,10 +28,12 @@ mod checkpoint;
 mod definition;
 mod reactions;
 mod reactor;
+mod registry;
 mod worker;
 
 pub use checkpoint::*;
 pub use definition::{StartFrom, Subscription, SubscriptionBuilder, SubscriptionOptions};
 pub use reactions::{Reactions, SubscriptionStatus};
 pub use reactor::{FnReactor, ReactionContext, Reactor, reactor_fn};
+pub use registry::{ReactionConflict, ReactionDecl, ReactionHandler, ReactionRegistry};
 pub use worker::ReplayReport;

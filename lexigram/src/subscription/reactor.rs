@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::error::{BoxError, EventLoadError};
-use crate::message::{Event, EventEnvelope, EventId, StreamId};
+use crate::message::{Event, EventEnvelope, EventId, MessageMetadata, StreamId};
 
 /// A durable, at-least-once reaction to stored events: a side effect outside the event
 /// store (an e-mail, a call to another service, a message on a broker).
@@ -86,6 +86,11 @@ impl ReactionContext {
     /// Decodes the payload as `E`.
     pub fn decode<E: Event>(&self) -> Result<E, EventLoadError> {
         self.envelope.decode()
+    }
+
+    /// The event's metadata (correlation, causation, trace context).
+    pub fn metadata(&self) -> &MessageMetadata {
+        &self.envelope.metadata
     }
 
     /// The event's id: the idempotency key of the reaction's side effects.

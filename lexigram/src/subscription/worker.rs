@@ -12,6 +12,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::checkpoint::{CheckpointStore, Lease, ParkedEvent, RunStatus, lease_lost};
 use super::definition::Subscription;
@@ -555,7 +556,9 @@ impl Worker {
     }
 }
 
-/// Delivers one event under the subscription's policy, in the event's causal scope.
+/// Delivers one event under the subscription's policy, in the event's causal scope and a
+/// `lexigram.reaction` span that carries the trace context recorded with the event (its
+/// `traceparent`), so the reaction joins the trace of the request that stored it.
 /// Returns the attempts made and the outcome.
 async fn deliver(
     shared: &Shared,
@@ -566,6 +569,28 @@ async fn deliver(
     if let Some(defect) = envelope.defect() {
         return (1, Err(defect.to_owned().into()));
     }
+    let span = tracing::info_span!(
+        "lexigram.reaction",
+        subscription = %shared.def.name,
+        partition,
+        event_type = %envelope.event_type,
+        stream_id = %envelope.stream_id,
+        stream_version = envelope.stream_version,
+        global_position = envelope.global_position,
+        replay,
+        traceparent = envelope.metadata.trace_context().map(|t| t.traceparent()),
+    );
+    deliver_in(shared, partition, envelope, replay)
+        .instrument(span)
+        .await
+}
+
+async fn deliver_in(
+    shared: &Shared,
+    partition: u32,
+    envelope: &Arc<EventEnvelope>,
+    replay: bool,
+) -> (u32, std::result::Result<(), BoxError>) {
     let call = |attempt| {
         let ctx = ReactionContext {
             envelope: Arc::clone(envelope),

@@ -24,11 +24,21 @@ async fn pinged(_event: &Pinged, _ctx: &EventContext, _commands: CommandBus) -> 
     Ok(())
 }
 
+#[lexigram::reaction(name = "pinger.audit", partitions = 4, batch_size = 100, version = 2, start = "now")]
+async fn audit(_event: Pinged, _ctx: lexigram::subscription::ReactionContext, _meta: MessageMetadata) -> Result<(), std::io::Error> {
+    Ok(())
+}
+
 #[handlers]
 impl Greeter {
     #[query_handler(cache = true)]
     async fn name(&self, _q: Name, _queries: QueryBus) -> lexigram::Result<String> {
         Ok("lexigram".into())
+    }
+
+    #[lexigram::reaction(name = "pinger.audit")]
+    async fn also(&self, _event: &Pinged, _commands: CommandBus) -> lexigram::Result<()> {
+        Ok(())
     }
 }
 

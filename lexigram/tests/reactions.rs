@@ -1,0 +1,341 @@
+//! `#[reaction]` through `EventsModule`: declared reactions start with the app, keep their
+//! checkpoints across a restart on a durable store, take injected parameters, carry the causal
+//! context into the commands they send, show in `health()`, drain at shutdown, and every
+//! mistake in their declaration or configuration is a bootstrap problem.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lexigram::config::{EventsConfig, ReactionSettings, ReactionsConfig};
+use lexigram::message::{ExpectedVersion, MessageMetadata, NewEvent};
+use lexigram::module::{App, Dep, EventsModule, HealthStatus};
+use lexigram::prelude::*;
+use lexigram::subscription::{ReactionContext, Reactions};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, lexigram::Event)]
+#[event(name = "test.reactions.Opened")]
+struct Opened {
+    account: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, lexigram::Event)]
+#[event(name = "test.reactions.Closed")]
+struct Closed {
+    account: String,
+}
+
+/// What the reactions of one test saw.
+#[derive(Default)]
+struct Seen(Mutex<Vec<String>>);
+
+impl Seen {
+    fn all(&self) -> Vec<String> {
+        self.0.lock().clone()
+    }
+}
+
+async fn append(app: &App, stream: &str, event: NewEvent) -> u64 {
+    let store = app
+        .get::<dyn EventStore>()
+        .expect("the events module provides the store");
+    store
+        .append(stream, vec![event], ExpectedVersion::Any)
+        .await
+        .unwrap()
+        .last_position()
+        .unwrap()
+}
+
+fn opened(account: &str) -> NewEvent {
+    NewEvent::from_event(
+        &Opened {
+            account: account.into(),
+        },
+        MessageMetadata::new(),
+    )
+    .unwrap()
+}
+
+fn closed(account: &str) -> NewEvent {
+    NewEvent::from_event(
+        &Closed {
+            account: account.into(),
+        },
+        MessageMetadata::new(),
+    )
+    .unwrap()
+}
+
+async fn wait(app: &App, name: &str, position: u64) {
+    let reactions = app
+        .get::<Reactions>()
+        .expect("the events module provides reactions");
+    reactions
+        .wait_for(name, position, Duration::from_secs(20))
+        .await
+        .unwrap();
+}
+
+/// Two functions under one name form one reaction reading both event types.
+mod mailer {
+    use super::*;
+
+    #[lexigram::reaction(name = "test.mailer", partitions = 2)]
+    async fn welcome(event: Opened, seen: Dep<Seen>) -> Result<(), lexigram::Error> {
+        seen.0.lock().push(format!("welcome {}", event.account));
+        Ok(())
+    }
+
+    #[lexigram::reaction(name = "test.mailer")]
+    async fn farewell(
+        event: &Closed,
+        ctx: ReactionContext,
+        seen: Dep<Seen>,
+    ) -> Result<(), lexigram::Error> {
+        assert_eq!(ctx.subscription(), "test.mailer");
+        seen.0.lock().push(format!("farewell {}", event.account));
+        Ok(())
+    }
+}
+
+fn mailer_app(config: EventsConfig, seen: Arc<Seen>) -> lexigram::module::AppBuilder {
+    App::builder()
+        .module(EventsModule::configure(config).handler_modules(["reactions::mailer"]))
+        .provide_arc(seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_reaction_runs_with_the_app_and_reports_its_health() {
+    let seen = Arc::new(Seen::default());
+    let app = mailer_app(EventsConfig::memory(), seen.clone())
+        .build()
+        .await
+        .unwrap();
+    append(&app, "acc-1", opened("acc-1")).await;
+    let last = append(&app, "acc-1", closed("acc-1")).await;
+    wait(&app, "test.mailer", last).await;
+    assert_eq!(seen.all(), ["welcome acc-1", "farewell acc-1"]);
+    let status = app
+        .get::<Reactions>()
+        .unwrap()
+        .status("test.mailer")
+        .await
+        .unwrap();
+    assert_eq!(status.partitions.len(), 2, "partitions = 2: {status:?}");
+    let health = app.health().await;
+    let reactions = health
+        .components
+        .iter()
+        .find(|c| c.name == "reactions")
+        .expect("a reactions component");
+    assert_eq!(reactions.status, HealthStatus::Healthy, "{health:?}");
+    assert!(
+        reactions
+            .detail
+            .contains("test.mailer: lag 0, 0 parked, holds 2/2"),
+        "{reactions:?}"
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_reaction_goes_on_from_its_checkpoint() {
+    let path = std::env::temp_dir().join(format!("lexigram-reactions-{}.db", uuid::Uuid::new_v4()));
+    let config = EventsConfig::sqlite(&path);
+    let seen = Arc::new(Seen::default());
+    let app = mailer_app(config.clone(), seen.clone())
+        .build()
+        .await
+        .unwrap();
+    let first = append(&app, "acc-1", opened("acc-1")).await;
+    wait(&app, "test.mailer", first).await;
+    app.shutdown().await.unwrap();
+
+    let again = mailer_app(config, seen.clone()).build().await.unwrap();
+    let second = append(&again, "acc-2", opened("acc-2")).await;
+    wait(&again, "test.mailer", second).await;
+    again.shutdown().await.unwrap();
+    assert_eq!(
+        seen.all(),
+        ["welcome acc-1", "welcome acc-2"],
+        "the restarted app handled only the new event"
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_reaction_does_not_run_here() {
+    let seen = Arc::new(Seen::default());
+    let mut reactions = ReactionsConfig::default();
+    reactions.subscriptions.insert("test.mailer".into(), {
+        let mut settings = ReactionSettings::default();
+        settings.enabled = Some(false);
+        settings
+    });
+    let app = mailer_app(EventsConfig::memory().reactions(reactions), seen.clone())
+        .build()
+        .await
+        .unwrap();
+    assert!(app.get::<Reactions>().unwrap().running().is_empty());
+    assert!(
+        app.health()
+            .await
+            .components
+            .iter()
+            .all(|c| c.name != "reactions")
+    );
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn settings_for_an_undeclared_reaction_are_a_bootstrap_problem() {
+    let config =
+        EventsConfig::from_toml_str("[reactions.subscriptions.\"test.mailr\"]\npartitions = 4\n")
+            .unwrap();
+    let err = mailer_app(config, Arc::new(Seen::default()))
+        .build()
+        .await
+        .expect_err("a typo in a reaction's name is reported")
+        .to_string();
+    assert!(
+        err.contains("`reactions.subscriptions.test.mailr` configures a reaction no code declares (declared: test.mailer)"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_settings_are_reported_with_their_key() {
+    let config = EventsConfig::from_toml_str(
+        "[reactions.subscriptions.\"test.mailer\"]\nlease_ttl_ms = 1000\nrenew_every_ms = 2000\nbatch_size = 0\n",
+    )
+    .unwrap();
+    let problems = config.validate();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("`reactions.subscriptions.test.mailer`: `renew_every`")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("`batch_size` must be at least 1")),
+        "{problems:?}"
+    );
+    let err = EventsConfig::from_toml_str("[reactions]\nnode_idd = \"a\"\n").unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("unknown key `node_idd` (did you mean `node_id`?)"),
+        "{err}"
+    );
+}
+
+/// Two declarations of one reaction that disagree on its partitions.
+mod conflicting {
+    use super::*;
+
+    #[lexigram::reaction(name = "test.conflicting", partitions = 2)]
+    async fn one(_event: Opened) -> Result<(), lexigram::Error> {
+        Ok(())
+    }
+
+    #[lexigram::reaction(name = "test.conflicting", partitions = 4)]
+    async fn two(_event: Closed) -> Result<(), lexigram::Error> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn declarations_that_disagree_are_a_bootstrap_problem_at_both() {
+    let err = App::builder()
+        .module(EventsModule::stub().handler_modules(["reactions::conflicting"]))
+        .build()
+        .await
+        .expect_err("the conflict is reported")
+        .to_string();
+    assert!(
+        err.contains("reaction `test.conflicting`: `partitions` is 2 in one declaration and 4 in another; set it once"),
+        "{err}"
+    );
+    assert!(
+        err.contains("reactions.rs"),
+        "points at the declaration: {err}"
+    );
+}
+
+/// Implemented by hand, not derived: a derived command is registered for the whole test
+/// binary, and the apps of the other tests (which do not select its handler) would report it
+/// unhandled.
+#[derive(Debug, Clone)]
+struct Notify {
+    account: String,
+}
+
+impl lexigram::message::Command for Notify {
+    type Output = ();
+}
+
+/// A reaction that sends a command, and the handler that records its metadata.
+mod causal {
+    use super::*;
+
+    #[derive(Default)]
+    pub(super) struct Recorded(pub(super) Mutex<Vec<(String, MessageMetadata)>>);
+
+    #[lexigram::reaction(name = "test.causal")]
+    async fn notify(
+        event: Opened,
+        commands: lexigram::command::CommandBus,
+    ) -> Result<(), lexigram::Error> {
+        commands
+            .dispatch(Notify {
+                account: event.account,
+            })
+            .await
+    }
+
+    #[lexigram::command_handler]
+    async fn record(
+        command: Notify,
+        metadata: MessageMetadata,
+        recorded: Dep<Recorded>,
+    ) -> Result<(), lexigram::Error> {
+        recorded.0.lock().push((command.account, metadata));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sent_by_a_reaction_is_caused_by_the_event() {
+    let recorded = Arc::new(causal::Recorded::default());
+    let app = App::builder()
+        .module(EventsModule::stub().handler_modules(["reactions::causal"]))
+        .provide_arc(recorded.clone())
+        .build()
+        .await
+        .unwrap();
+    let metadata = MessageMetadata::new();
+    let event = NewEvent::from_event(
+        &Opened {
+            account: "acc-9".into(),
+        },
+        metadata.clone(),
+    )
+    .unwrap();
+    let position = append(&app, "acc-9", event).await;
+    wait(&app, "test.causal", position).await;
+    let recorded = recorded.0.lock().clone();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    let (account, caused) = &recorded[0];
+    assert_eq!(account, "acc-9");
+    assert_eq!(caused.correlation_id(), metadata.correlation_id());
+    assert_eq!(caused.causation_id(), Some(metadata.message_id()));
+    app.shutdown().await.unwrap();
+}
