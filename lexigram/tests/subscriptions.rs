@@ -1269,3 +1269,132 @@ impl Backend for PostgresUrl {
         (Arc::new(store), Arc::new(checkpoints))
     }
 }
+
+// T8: no double parking. A2 fails for good; the process aborts right after handling it (so
+// A2 was parked in memory but not committed); a restart fails A2 again and parks it once,
+// with the rest of its stream, while B flows. Parked rows are keyed by event id.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+async fn t8_child(backend: &dyn Backend) {
+    let (store, checkpoints) = backend.open().await;
+    let reactor = reactor_fn(move |event: Arc<EventEnvelope>, _ctx| async move {
+        let e: Numbered = event.decode()?;
+        if e.stream == "A" && e.seq == 2 {
+            return Err::<(), BoxError>("A2 cannot be handled".into());
+        }
+        Ok(())
+    });
+    let reactions = Reactions::new(store.clone(), checkpoints);
+    let sub = quick(Subscription::builder("t8"))
+        .retry(
+            Duration::from_millis(1),
+            2.0,
+            Duration::from_millis(2),
+            0.0,
+            1,
+        )
+        .reactor(reactor)
+        .build()
+        .unwrap();
+    reactions.start(sub).await.unwrap();
+    let head: u64 = std::env::var("LEXIGRAM_T8_HEAD").unwrap().parse().unwrap();
+    reactions
+        .wait_for("t8", head, Duration::from_secs(30))
+        .await
+        .unwrap();
+    reactions.shutdown().await.unwrap();
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+async fn no_double_parking(backend: &dyn Backend, env: &[(&str, String)], test: &str) {
+    let (store, checkpoints) = backend.open().await;
+    let mut head = 0;
+    for (stream, seq) in [("A", 1), ("A", 2), ("A", 3), ("B", 1)] {
+        head = store
+            .append(stream, vec![numbered(stream, seq)], ExpectedVersion::Any)
+            .await
+            .unwrap()
+            .last_position()
+            .unwrap();
+    }
+    let exe = std::env::current_exe().unwrap();
+    // Run 0 aborts after its second handled event (A2, just parked); run 1 reaches the head.
+    for run in 0..2 {
+        let mut child = std::process::Command::new(&exe);
+        child
+            .args([test, "--exact", "--test-threads=1", "--nocapture"])
+            .env(ROLE, "t8-child")
+            .env("LEXIGRAM_T8_HEAD", head.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        for (key, value) in env {
+            child.env(key, value);
+        }
+        if run == 0 {
+            child.env("LEXIGRAM_FAULT", "subscription.after_handle=abort@2");
+        }
+        let mut child = child.spawn().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("run {run} did not end in time");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(status.success(), run == 1, "run {run}: {status:?}");
+        if run == 0 {
+            let parked = checkpoints.parked("t8", 1).await.unwrap();
+            assert!(
+                parked.is_empty(),
+                "{}: nothing was committed before the abort: {parked:?}",
+                backend.name()
+            );
+        }
+    }
+    let parked = checkpoints.parked("t8", 1).await.unwrap();
+    let keys: Vec<(String, u64, u32)> = parked
+        .iter()
+        .map(|p| (p.stream.to_string(), p.stream_version, p.attempts))
+        .collect();
+    assert_eq!(
+        keys,
+        [("A".to_owned(), 2, 1), ("A".to_owned(), 3, 0)],
+        "{}: A2 parked once (1 attempt), A3 behind it, B not at all",
+        backend.name()
+    );
+    let states = checkpoints.states(Some("t8")).await.unwrap();
+    assert!(states[0].position >= head, "{states:?}");
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t8_no_double_parking_sqlite() {
+    if std::env::var(ROLE).as_deref() == Ok("t8-child") {
+        let path = std::path::PathBuf::from(std::env::var("LEXIGRAM_T8_DB").unwrap());
+        let backend = Sqlite { path };
+        t8_child(&backend).await;
+        std::mem::forget(backend); // the parent owns the file
+        return;
+    }
+    let backend = Sqlite::new();
+    let env = [("LEXIGRAM_T8_DB", backend.path.display().to_string())];
+    no_double_parking(&backend, &env, "t8_no_double_parking_sqlite").await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t8_no_double_parking_postgres() {
+    if std::env::var(ROLE).as_deref() == Ok("t8-child") {
+        let url = std::env::var("LEXIGRAM_T8_DB").unwrap();
+        t8_child(&PostgresUrl(url)).await;
+        return;
+    }
+    let Some(db) = support::postgres::TestDb::create().await else {
+        return;
+    };
+    let env = [("LEXIGRAM_T8_DB", db.url.clone())];
+    no_double_parking(&Postgres { db }, &env, "t8_no_double_parking_postgres").await;
+}
