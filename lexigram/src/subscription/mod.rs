@@ -29,6 +29,7 @@ mod definition;
 mod reactions;
 mod reactor;
 mod registry;
+mod task;
 mod worker;
 
 pub use checkpoint::*;

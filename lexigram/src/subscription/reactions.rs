@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
 
 use super::checkpoint::{
     CheckpointStore, NodeId, ParkedEvent, PartitionKey, PartitionState, RunStatus, SubscriptionSpec,
 };
 use super::definition::{StartFrom, Subscription};
+use super::task::Task;
 use super::worker::{self, Control, Exit, ReplayReport, Shared, Stop};
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
@@ -26,6 +26,11 @@ use crate::store::{EventStore, Partition};
 /// share of its partitions (⌈partitions ÷ live nodes⌉) with fenced leases, gives up the excess
 /// when more nodes join, and takes over the partitions of nodes whose leases expired. Each
 /// claimed partition runs in a task of its own. Cheap to clone.
+///
+/// Stop it with [`shutdown`](Self::shutdown): batches in flight commit and leases are
+/// released. Dropping the last handle without a shutdown stops every task at once, as a crash
+/// would: uncommitted batches are handled again by whoever claims the partitions once the
+/// leases expire.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -64,7 +69,7 @@ struct Running {
     shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     requests: mpsc::Sender<Request>,
-    task: JoinHandle<()>,
+    task: Task<()>,
     held: Arc<Mutex<Vec<u32>>>,
 }
 
@@ -184,7 +189,7 @@ impl Reactions {
             workers: BTreeMap::new(),
             held: Arc::clone(&held),
         };
-        let task = tokio::spawn(coordinator.run(stopped, incoming));
+        let task = Task::spawn(coordinator.run(stopped, incoming));
         let name = Arc::clone(&shared.def.name);
         let mut running = self.inner.running.lock();
         if running.contains_key(&name) {
@@ -373,7 +378,7 @@ async fn stop_one(running: Running) -> Result<()> {
     running.stop.send_replace(true);
     let mut task = running.task;
     // The coordinator drains its workers within `drain_timeout`; give it a little more.
-    match tokio::time::timeout(drain + Duration::from_millis(500), &mut task).await {
+    match tokio::time::timeout(drain + Duration::from_millis(500), task.join()).await {
         Ok(_) => Ok(()),
         Err(_) => {
             task.abort();
@@ -403,7 +408,7 @@ fn not_running(name: &str) -> Error {
 struct WorkerHandle {
     stop: watch::Sender<Stop>,
     control: mpsc::Sender<Control>,
-    task: JoinHandle<Exit>,
+    task: Task<Exit>,
 }
 
 /// Shares one subscription's partitions with the other nodes and runs the claimed ones.
@@ -464,6 +469,27 @@ impl Coordinator {
             .checkpoints
             .heartbeat(&self.node, options.lease_ttl)
             .await?;
+        // The partition count and who holds what, as the store has them now: a split made
+        // elsewhere is seen here within one round even when no claim succeeds.
+        let states = self
+            .shared
+            .checkpoints
+            .states(Some(&self.shared.def.name))
+            .await?;
+        let states: Vec<_> = states
+            .into_iter()
+            .filter(|s| s.key.version == self.shared.def.version)
+            .collect();
+        if let Some(count) = states.iter().map(|s| s.partitions).max() {
+            self.partitions = count;
+        }
+        let taken = |partition: u32| {
+            states.iter().any(|s| {
+                s.key.partition == partition
+                    && s.lease_expires_in.is_some()
+                    && s.owner.as_ref().is_some_and(|owner| owner != &self.node)
+            })
+        };
         let live = members.len().max(1) as u32;
         let target = self.partitions.div_ceil(live) as usize;
         let held = self.workers.len();
@@ -489,7 +515,7 @@ impl Coordinator {
         while index < self.partitions && self.workers.len() < target {
             let partition = (offset + index) % self.partitions;
             index += 1;
-            if self.workers.contains_key(&partition) {
+            if self.workers.contains_key(&partition) || taken(partition) {
                 continue;
             }
             let key = PartitionKey {
@@ -520,7 +546,7 @@ impl Coordinator {
             );
             let (stop, stop_rx) = watch::channel(Stop::Run);
             let (control, control_rx) = mpsc::channel(4);
-            let task = tokio::spawn(worker::run(
+            let task = Task::spawn(worker::run(
                 Arc::clone(&self.shared),
                 lease,
                 stop_rx,
@@ -572,7 +598,10 @@ impl Coordinator {
         let deadline = tokio::time::Instant::now() + drain;
         for (partition, worker) in std::mem::take(&mut self.workers) {
             let mut task = worker.task;
-            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            if tokio::time::timeout_at(deadline, task.join())
+                .await
+                .is_err()
+            {
                 tracing::warn!(
                     target: "lexigram::subscription",
                     subscription = %self.shared.def.name,

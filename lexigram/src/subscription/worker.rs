@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::checkpoint::{CheckpointStore, Lease, ParkedEvent, RunStatus, lease_lost};
 use super::definition::Subscription;
 use super::reactor::ReactionContext;
+use super::task::Task;
 use crate::context::{Parent, in_scope};
 use crate::delivery::{Delivery, Retry, RetryPolicy};
 use crate::error::{BoxError, Error, EventLoadError, Result};
@@ -161,7 +162,7 @@ pub(crate) async fn run(
         lost: lost_tx,
     });
     let (done_tx, done) = watch::channel(false);
-    let keeper = tokio::spawn(keep(Arc::clone(&shared), Arc::clone(&held), done));
+    let mut keeper = Task::spawn(keep(Arc::clone(&shared), Arc::clone(&held), done));
     let mut filter = ReadFilter::all();
     if let Some(types) = &shared.def.event_types {
         filter = filter.event_types(types.iter().cloned());
@@ -186,7 +187,7 @@ pub(crate) async fn run(
     };
     let exit = worker.main(&mut control).await;
     done_tx.send_replace(true);
-    let _ = keeper.await;
+    let _ = keeper.join().await;
     if matches!(exit, Exit::Released) {
         let lease = worker.held.current();
         if let Err(error) = worker.shared.checkpoints.release(&lease).await {
