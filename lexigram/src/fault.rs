@@ -8,6 +8,7 @@
 //! `LEXIGRAM_FAULT=subscription.after_handle=abort@37`.
 
 /// What an armed fault point does.
+#[cfg(feature = "testing")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Fault {

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::reactor::Reactor;
+use super::sink::ExactlyOnce;
 use crate::delivery::{Backoff, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::message::Event;
@@ -147,8 +148,17 @@ pub struct Subscription {
     pub(crate) partitions: u32,
     pub(crate) start: StartFrom,
     pub(crate) event_types: Option<Arc<[Arc<str>]>>,
-    pub(crate) reactor: Arc<dyn Reactor>,
+    pub(crate) reaction: Reaction,
     pub(crate) options: SubscriptionOptions,
+}
+
+/// Who handles a subscription's events, and how their effects commit.
+#[derive(Clone)]
+pub(crate) enum Reaction {
+    /// A [`Reactor`]: at-least-once effects anywhere; the checkpoint commits on its own.
+    AtLeastOnce(Arc<dyn Reactor>),
+    /// A transactional reactor: its writes commit with the checkpoint.
+    ExactlyOnce(ExactlyOnce),
 }
 
 impl fmt::Debug for Subscription {
@@ -175,6 +185,7 @@ impl Subscription {
             start: StartFrom::Origin,
             event_types: None,
             reactor: None,
+            exactly_once: None,
             options: SubscriptionOptions::default(),
         }
     }
@@ -219,6 +230,7 @@ pub struct SubscriptionBuilder {
     start: StartFrom,
     event_types: Option<Vec<Arc<str>>>,
     reactor: Option<Arc<dyn Reactor>>,
+    exactly_once: Option<ExactlyOnce>,
     options: SubscriptionOptions,
 }
 
@@ -236,6 +248,14 @@ impl SubscriptionBuilder {
     #[must_use]
     pub fn reactor(mut self, reactor: impl Reactor) -> Self {
         self.reactor = Some(Arc::new(reactor));
+        self
+    }
+
+    /// Who reacts to the events with writes to the events' own SQL database, committed
+    /// with the checkpoint ([`ExactlyOnce`]); instead of [`reactor`](Self::reactor).
+    #[must_use]
+    pub fn exactly_once(mut self, sink: ExactlyOnce) -> Self {
+        self.exactly_once = Some(sink);
         self
     }
 
@@ -376,15 +396,26 @@ impl SubscriptionBuilder {
             problems.push("the list of event types is empty: it would read nothing".to_owned());
         }
         problems.extend(self.options.problems());
-        let reactor = match self.reactor {
-            Some(reactor) => Some(reactor),
-            None => {
-                problems.push("no reactor: call `.reactor(...)`".to_owned());
+        let reaction = match (self.reactor, self.exactly_once) {
+            (Some(reactor), None) => Some(Reaction::AtLeastOnce(reactor)),
+            (None, Some(sink)) => Some(Reaction::ExactlyOnce(sink)),
+            (None, None) => {
+                problems.push(
+                    "no reactor: call `.reactor(...)` (or `.exactly_once(...)` for writes committed with the checkpoint)"
+                        .to_owned(),
+                );
+                None
+            }
+            (Some(_), Some(_)) => {
+                problems.push(
+                    "both `.reactor(...)` and `.exactly_once(...)` are set; a subscription has one reaction: keep one, or make two subscriptions"
+                        .to_owned(),
+                );
                 None
             }
         };
-        match reactor {
-            Some(reactor) if problems.is_empty() => {
+        match reaction {
+            Some(reaction) if problems.is_empty() => {
                 let event_types = self.event_types.map(|mut types| {
                     types.sort();
                     types.dedup();
@@ -396,7 +427,7 @@ impl SubscriptionBuilder {
                     partitions: self.partitions,
                     start: self.start,
                     event_types,
-                    reactor,
+                    reaction,
                     options: self.options,
                 })
             }

@@ -29,6 +29,7 @@ mod definition;
 mod reactions;
 mod reactor;
 mod registry;
+mod sink;
 mod task;
 mod worker;
 
@@ -37,4 +38,7 @@ pub use definition::{StartFrom, Subscription, SubscriptionBuilder, SubscriptionO
 pub use reactions::{Reactions, SubscriptionStatus};
 pub use reactor::{FnReactor, ReactionContext, Reactor, reactor_fn};
 pub use registry::{ReactionConflict, ReactionDecl, ReactionHandler, ReactionRegistry};
+pub use sink::ExactlyOnce;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use sink::TransactionalReactor;
 pub use worker::ReplayReport;

@@ -312,13 +312,22 @@ impl Reactions {
     }
 
     /// Waits until every partition of `name` has committed a checkpoint at or beyond
-    /// `position`, or `timeout` passes ([`Error::Timeout`]).
+    /// `position`, or `timeout` passes ([`Error::Timeout`]). A checkpoint store that is
+    /// briefly unavailable is asked again until then.
     pub async fn wait_for(&self, name: &str, position: u64, timeout: Duration) -> Result<()> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let states = self.inner.checkpoints.states(Some(name)).await?;
-            if !states.is_empty() && states.iter().all(|s| s.position >= position) {
-                return Ok(());
+            // A store that is briefly away (a dropped connection) is asked again until the
+            // deadline; any other error ends the wait.
+            match self.inner.checkpoints.states(Some(name)).await {
+                Ok(states)
+                    if !states.is_empty() && states.iter().all(|s| s.position >= position) =>
+                {
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(error) if error.is_retryable() && tokio::time::Instant::now() < deadline => {}
+                Err(error) => return Err(error),
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Error::Timeout {

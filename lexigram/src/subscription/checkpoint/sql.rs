@@ -586,13 +586,33 @@ where
             lease.key.subscription
         );
         let mut write = self.db.begin_write(&what).await?;
+        let removed = self.unpark_in(&mut write.tx, lease, event_ids).await?;
+        write.commit(&what).await?;
+        Ok(removed)
+    }
+
+    /// [`unpark`](Self::unpark) in the caller's transaction: fenced first, so on
+    /// [`Error::LeaseLost`] the caller must roll back.
+    pub(crate) async fn unpark_in(
+        &self,
+        conn: &mut <D::Db as Database>::Connection,
+        lease: &Lease,
+        event_ids: &[EventId],
+    ) -> Result<u64>
+    where
+        for<'q> D::EventIdArg: Encode<'q, D::Db>,
+    {
+        let what = format!(
+            "removing parked events of subscription `{}`",
+            lease.key.subscription
+        );
         let partitions: Option<i64> = sqlx::query_scalar(&self.sql.fence_touch)
             .bind(&*lease.key.subscription)
             .bind(i64::from(lease.key.version))
             .bind(i64::from(lease.key.partition))
             .bind(lease.owner.as_str())
             .bind(to_i64(lease.epoch))
-            .fetch_optional(&mut *write.tx)
+            .fetch_optional(&mut *conn)
             .await
             .map_err(|e| D::unavailable(&what, e))?;
         let partitions = partitions.ok_or_else(|| lease_lost(lease))?;
@@ -604,12 +624,11 @@ where
                 .bind(D::event_id(*id))
                 .bind(partitions)
                 .bind(i64::from(lease.key.partition))
-                .execute(&mut *write.tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(|e| D::unavailable(&what, e))?;
             removed += D::rows_affected(&done);
         }
-        write.commit(&what).await?;
         Ok(removed)
     }
 
@@ -752,7 +771,6 @@ macro_rules! sql_checkpoint_store {
             /// it until the caller commits): fenced by the lease, so on
             /// [`Error::LeaseLost`](crate::Error::LeaseLost) the caller must roll back and
             /// nothing of its own writes lands either.
-            #[allow(dead_code)] // for the exactly-once SQL sink
             pub(crate) async fn commit_in(
                 &self,
                 conn: &mut <<$dialect as $crate::store::sql::Dialect>::Db as ::sqlx::Database>::Connection,
@@ -761,6 +779,17 @@ macro_rules! sql_checkpoint_store {
                 parked: &[$crate::subscription::ParkedEvent],
             ) -> $crate::Result<()> {
                 self.core.commit_in(conn, lease, position, parked).await
+            }
+
+            /// [`unpark`](crate::subscription::CheckpointStore::unpark) inside the caller's
+            /// transaction, fenced like [`commit_in`](Self::commit_in).
+            pub(crate) async fn unpark_in(
+                &self,
+                conn: &mut <<$dialect as $crate::store::sql::Dialect>::Db as ::sqlx::Database>::Connection,
+                lease: &$crate::subscription::Lease,
+                event_ids: &[$crate::message::EventId],
+            ) -> $crate::Result<u64> {
+                self.core.unpark_in(conn, lease, event_ids).await
             }
         }
 

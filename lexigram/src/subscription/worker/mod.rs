@@ -5,6 +5,8 @@
 //! write is one fenced statement (or one short transaction with the parked events), so it
 //! never holds back a PostgreSQL reader's watermark.
 
+mod exactly_once;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::checkpoint::{CheckpointStore, Lease, ParkedEvent, RunStatus, lease_lost};
-use super::definition::Subscription;
+use super::definition::{Reaction, Subscription};
 use super::reactor::ReactionContext;
 use super::task::Task;
 use crate::context::{Parent, in_scope};
@@ -271,26 +273,18 @@ impl Worker {
                 }
             };
             let full = page.events.len() >= options.batch_size;
-            let started = Instant::now();
-            let max_batch_time = options.max_batch_time;
-            let mut handled = 0usize;
             let count = page.events.len();
-            for envelope in page.events {
-                if self.is_lost() {
-                    return Exit::LeaseLost;
-                }
-                if self.stopping() || started.elapsed() >= max_batch_time && handled > 0 {
-                    break;
-                }
-                let position = envelope.global_position;
-                match self.handle(Arc::new(envelope)).await {
-                    Some(()) => {}
-                    None => return Exit::LeaseLost,
-                }
-                self.cursor = position;
-                handled += 1;
-                crate::fault::point("subscription.after_handle").await;
-            }
+            let shared = Arc::clone(&self.shared);
+            let batch = match &shared.def.reaction {
+                Reaction::AtLeastOnce(_) => self.at_least_once(page.events).await,
+                Reaction::ExactlyOnce(sink) => self.exactly_once(sink, page.events).await,
+            };
+            let handled = match batch {
+                Ok(Some(handled)) => handled,
+                // Rolled back: read again from the committed checkpoint.
+                Ok(None) => continue,
+                Err(exit) => return exit,
+            };
             let whole_page = handled == count;
             if whole_page {
                 self.cursor = self.cursor.max(page.scanned_to);
@@ -338,6 +332,33 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Delivers the events of a page one by one (the checkpoint commits after them); stops
+    /// early at the batch's time budget or a stop. How many were handled, or why to end.
+    async fn at_least_once(
+        &mut self,
+        events: Vec<EventEnvelope>,
+    ) -> std::result::Result<Option<usize>, Exit> {
+        let started = Instant::now();
+        let max_batch_time = self.shared.def.options.max_batch_time;
+        let mut handled = 0usize;
+        for envelope in events {
+            if self.is_lost() {
+                return Err(Exit::LeaseLost);
+            }
+            if self.stopping() || started.elapsed() >= max_batch_time && handled > 0 {
+                break;
+            }
+            let position = envelope.global_position;
+            if self.handle(Arc::new(envelope)).await.is_none() {
+                return Err(Exit::LeaseLost);
+            }
+            self.cursor = position;
+            handled += 1;
+            crate::fault::point("subscription.after_handle").await;
+        }
+        Ok(Some(handled))
     }
 
     /// Handles one event: delivers it, or parks it (and notes its stream). `None` when the
@@ -520,6 +541,7 @@ impl Worker {
             .collect();
         parked.sort_by_key(|p| p.position);
         let mut done = Vec::new();
+        let mut unparked_in_tx = 0u64;
         let mut error = None;
         for entry in &parked {
             let range = VersionRange::from(entry.stream_version).to(entry.stream_version);
@@ -529,23 +551,46 @@ impl Worker {
                 done.push(entry.event_id);
                 continue;
             };
-            let (_, result) =
-                deliver(&self.shared, self.partition, &Arc::new(envelope), true).await;
+            let envelope = Arc::new(envelope);
+            let shared = Arc::clone(&self.shared);
+            let result = match &shared.def.reaction {
+                Reaction::AtLeastOnce(_) => {
+                    deliver(&self.shared, self.partition, &envelope, true)
+                        .await
+                        .1
+                }
+                // The writes and the removal from the parked set commit together.
+                Reaction::ExactlyOnce(sink) => match self.replay_in_tx(sink, &envelope).await {
+                    Ok(()) => {
+                        unparked_in_tx += 1;
+                        continue;
+                    }
+                    Err(failed) => Err(failed),
+                },
+            };
             match result {
                 Ok(()) => done.push(entry.event_id),
                 Err(failed) => {
+                    if matches!(
+                        failed.downcast_ref::<Error>(),
+                        Some(Error::LeaseLost { .. })
+                    ) {
+                        return Err(lease_lost(&self.held.current()));
+                    }
                     error = Some(failed.to_string());
                     break;
                 }
             }
         }
         let lease = self.held.current();
-        let replayed = if done.is_empty() {
-            0
-        } else {
-            self.shared.checkpoints.unpark(&lease, &done).await?
-        };
-        let still_parked = (parked.len() - done.len()) as u64;
+        let replayed = unparked_in_tx
+            + if done.is_empty() {
+                0
+            } else {
+                self.shared.checkpoints.unpark(&lease, &done).await?
+            };
+        let done = done.len() + unparked_in_tx as usize;
+        let still_parked = parked.len().saturating_sub(done) as u64;
         if still_parked == 0 {
             self.parked_streams.remove(stream);
         }
@@ -555,6 +600,44 @@ impl Worker {
             error,
         })
     }
+}
+
+/// The context of one attempt at `envelope`.
+fn context(
+    shared: &Shared,
+    partition: u32,
+    envelope: &Arc<EventEnvelope>,
+    attempt: u32,
+    replay: bool,
+) -> ReactionContext {
+    ReactionContext {
+        envelope: Arc::clone(envelope),
+        subscription: Arc::clone(&shared.def.name),
+        partition,
+        attempt,
+        replay,
+    }
+}
+
+/// The `lexigram.reaction` span of one event: where it is in the log, and the trace context
+/// recorded with it.
+fn reaction_span(
+    shared: &Shared,
+    partition: u32,
+    envelope: &EventEnvelope,
+    replay: bool,
+) -> tracing::Span {
+    tracing::info_span!(
+        "lexigram.reaction",
+        subscription = %shared.def.name,
+        partition,
+        event_type = %envelope.event_type,
+        stream_id = %envelope.stream_id,
+        stream_version = envelope.stream_version,
+        global_position = envelope.global_position,
+        replay,
+        traceparent = envelope.metadata.trace_context().map(|t| t.traceparent()),
+    )
 }
 
 /// Delivers one event under the subscription's policy, in the event's causal scope and a
@@ -570,17 +653,7 @@ async fn deliver(
     if let Some(defect) = envelope.defect() {
         return (1, Err(defect.to_owned().into()));
     }
-    let span = tracing::info_span!(
-        "lexigram.reaction",
-        subscription = %shared.def.name,
-        partition,
-        event_type = %envelope.event_type,
-        stream_id = %envelope.stream_id,
-        stream_version = envelope.stream_version,
-        global_position = envelope.global_position,
-        replay,
-        traceparent = envelope.metadata.trace_context().map(|t| t.traceparent()),
-    );
+    let span = reaction_span(shared, partition, envelope, replay);
     deliver_in(shared, partition, envelope, replay)
         .instrument(span)
         .await
@@ -592,15 +665,16 @@ async fn deliver_in(
     envelope: &Arc<EventEnvelope>,
     replay: bool,
 ) -> (u32, std::result::Result<(), BoxError>) {
+    let Reaction::AtLeastOnce(reactor) = &shared.def.reaction else {
+        // Exactly-once batches run their reactor in their transaction (exactly_once.rs).
+        return (
+            1,
+            Err("an exactly-once subscription delivered outside its transaction".into()),
+        );
+    };
     let call = |attempt| {
-        let ctx = ReactionContext {
-            envelope: Arc::clone(envelope),
-            subscription: Arc::clone(&shared.def.name),
-            partition,
-            attempt,
-            replay,
-        };
-        let reactor = Arc::clone(&shared.def.reactor);
+        let ctx = context(shared, partition, envelope, attempt, replay);
+        let reactor = Arc::clone(reactor);
         let event = Arc::clone(envelope);
         in_scope(Parent::Event(Arc::clone(envelope)), async move {
             reactor.react(&event, &ctx).await

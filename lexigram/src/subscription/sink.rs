@@ -1,0 +1,247 @@
+//! Exactly-once effects in the events' own SQL database: a [`TransactionalReactor`] writes
+//! through the transaction that also commits its partition's checkpoint, so each event's
+//! writes land exactly once, together with the progress past it.
+//!
+//! A batch runs in one write transaction; each event runs in a savepoint of it (a failing
+//! event's writes are undone, the others stay). A failing event ends the batch: what came
+//! before it commits, then it is tried again alone, each attempt in a transaction of its own,
+//! under the subscription's retry policy, and parked (with the checkpoint moving past it in the
+//! same transaction) after the last. Nothing is held across the waits between attempts.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::checkpoint::{Lease, ParkedEvent};
+use super::reactor::ReactionContext;
+use crate::error::{BoxError, Result};
+use crate::message::{EventEnvelope, EventId};
+
+/// A reaction whose writes go to the events' own SQL database, in the transaction that
+/// commits its partition's checkpoint: a read model, a ledger, an outbox table. A crash, a
+/// lost lease or a failing event rolls its writes back with the checkpoint, so after any
+/// restart the database holds each event's writes exactly once.
+///
+/// `DB` is `sqlx::Sqlite` or `sqlx::Postgres`; run it with [`ExactlyOnce::sqlite`] or
+/// [`ExactlyOnce::postgres`]. Write with `&mut *conn` as the executor; do not commit or roll
+/// back yourself, and keep slow I/O out of it (the batch's transaction is open meanwhile).
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// use lexigram::async_trait;
+/// use lexigram::error::BoxError;
+/// use lexigram::message::EventEnvelope;
+/// use lexigram::subscription::{ReactionContext, TransactionalReactor};
+///
+/// struct Ledger;
+///
+/// #[async_trait]
+/// impl TransactionalReactor<sqlx::Sqlite> for Ledger {
+///     async fn react(
+///         &self,
+///         conn: &mut sqlx::SqliteConnection,
+///         event: &EventEnvelope,
+///         ctx: &ReactionContext,
+///     ) -> Result<(), BoxError> {
+///         sqlx::query("INSERT INTO ledger (event_id, stream) VALUES (?1, ?2)")
+///             .bind(ctx.event_id().to_string())
+///             .bind(event.stream_id.as_str())
+///             .execute(&mut *conn)
+///             .await?;
+///         Ok(())
+///     }
+/// }
+/// # let _ = Ledger;
+/// # }
+/// ```
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
+#[async_trait]
+pub trait TransactionalReactor<DB: sqlx::Database>: Send + Sync + 'static {
+    /// Writes the effects of one event through `conn` (a savepoint of the batch's
+    /// transaction).
+    async fn react(
+        &self,
+        conn: &mut DB::Connection,
+        event: &EventEnvelope,
+        ctx: &ReactionContext,
+    ) -> std::result::Result<(), BoxError>;
+}
+
+/// What a subscription with exactly-once effects runs: a [`TransactionalReactor`] and the
+/// database its writes and its checkpoints share. Give it to
+/// [`SubscriptionBuilder::exactly_once`](super::SubscriptionBuilder::exactly_once), and run
+/// the subscription with the checkpoint store of the same database
+/// (`SqliteCheckpointStore::new(&store)`, `PostgresCheckpointStore::new(&store)`).
+#[derive(Clone)]
+pub struct ExactlyOnce(pub(crate) Arc<dyn Sink>);
+
+impl fmt::Debug for ExactlyOnce {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("ExactlyOnce")
+            .field(&self.0.backend())
+            .finish()
+    }
+}
+
+impl ExactlyOnce {
+    /// Writes and checkpoints in `events`' SQLite database (each batch holds the store's
+    /// writer turn while it runs, as an append does).
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    pub fn sqlite(
+        events: &crate::store::SqliteEventStore,
+        reactor: impl TransactionalReactor<sqlx::Sqlite>,
+    ) -> Self {
+        Self(Arc::new(SqlSink {
+            db: events.db().clone(),
+            checkpoints: super::SqliteCheckpointStore::new(events),
+            reactor,
+        }))
+    }
+
+    /// Writes and checkpoints in `events`' PostgreSQL database. While a batch runs its
+    /// transaction holds back every reader of the log (the settled watermark): keep batches
+    /// short (`max_batch_time`).
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    pub fn postgres(
+        events: &crate::store::PostgresEventStore,
+        reactor: impl TransactionalReactor<sqlx::Postgres>,
+    ) -> Self {
+        Self(Arc::new(SqlSink {
+            db: events.db().clone(),
+            checkpoints: super::PostgresCheckpointStore::new(events),
+            reactor,
+        }))
+    }
+}
+
+/// Where the batches of an exactly-once subscription run.
+#[async_trait]
+pub(crate) trait Sink: Send + Sync + 'static {
+    /// The backend's name.
+    fn backend(&self) -> &'static str;
+
+    /// Opens a batch: a write transaction.
+    async fn begin(&self) -> Result<Box<dyn SinkTx + '_>>;
+}
+
+/// One batch's transaction.
+#[async_trait]
+pub(crate) trait SinkTx: Send {
+    /// Runs the reactor for one event in a savepoint: its writes stay if it succeeds and are
+    /// undone if it fails (or if this future is dropped before it ends).
+    async fn react(
+        &mut self,
+        event: &EventEnvelope,
+        ctx: &ReactionContext,
+    ) -> std::result::Result<(), BoxError>;
+
+    /// Commits the checkpoint at `position` (fenced by `lease`), the newly parked events and
+    /// the removal of replayed ones in this transaction, then the transaction. On any error
+    /// nothing of the batch is kept.
+    async fn commit(
+        self: Box<Self>,
+        lease: &Lease,
+        position: u64,
+        parked: &[ParkedEvent],
+        unparked: &[EventId],
+    ) -> Result<()>;
+}
+
+/// The sink over one SQL backend: its database, its checkpoint store, the user's reactor.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+struct SqlSink<D: crate::store::sql::Dialect, C, R> {
+    db: crate::store::sql::SqlDb<D>,
+    checkpoints: C,
+    reactor: R,
+}
+
+/// A batch of a [`SqlSink`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+struct SqlSinkTx<'a, D: crate::store::sql::Dialect, C, R> {
+    write: crate::store::sql::Write<D>,
+    sink: &'a SqlSink<D, C, R>,
+}
+
+/// The sink for one backend, written once for the concrete types (their bounds hold there).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! sql_sink {
+    ($feature:literal, $dialect:ty, $checkpoints:ty, $db:ty) => {
+        #[cfg(feature = $feature)]
+        #[async_trait]
+        impl<R: TransactionalReactor<$db>> Sink for SqlSink<$dialect, $checkpoints, R> {
+            fn backend(&self) -> &'static str {
+                <$dialect as crate::store::sql::Dialect>::BACKEND
+            }
+
+            async fn begin(&self) -> Result<Box<dyn SinkTx + '_>> {
+                let write = self
+                    .db
+                    .begin_write("opening the transaction of an exactly-once batch")
+                    .await?;
+                Ok(Box::new(SqlSinkTx { write, sink: self }))
+            }
+        }
+
+        #[cfg(feature = $feature)]
+        #[async_trait]
+        impl<R: TransactionalReactor<$db>> SinkTx for SqlSinkTx<'_, $dialect, $checkpoints, R> {
+            async fn react(
+                &mut self,
+                event: &EventEnvelope,
+                ctx: &ReactionContext,
+            ) -> std::result::Result<(), BoxError> {
+                let mut savepoint = sqlx::Connection::begin(&mut *self.write.tx).await?;
+                match self.sink.reactor.react(&mut savepoint, event, ctx).await {
+                    Ok(()) => Ok(savepoint.commit().await?),
+                    Err(error) => {
+                        // Rolled back to the savepoint; if that fails too, the commit fails.
+                        let _ = savepoint.rollback().await;
+                        Err(error)
+                    }
+                }
+            }
+
+            async fn commit(
+                self: Box<Self>,
+                lease: &Lease,
+                position: u64,
+                parked: &[ParkedEvent],
+                unparked: &[EventId],
+            ) -> Result<()> {
+                let mut this = *self;
+                this.sink
+                    .checkpoints
+                    .commit_in(&mut this.write.tx, lease, position, parked)
+                    .await?;
+                if !unparked.is_empty() {
+                    this.sink
+                        .checkpoints
+                        .unpark_in(&mut this.write.tx, lease, unparked)
+                        .await?;
+                }
+                this.write
+                    .commit("committing an exactly-once batch with its checkpoint")
+                    .await
+            }
+        }
+    };
+}
+
+#[cfg(feature = "sqlite")]
+sql_sink!(
+    "sqlite",
+    crate::store::sqlite::SqliteDialect,
+    super::SqliteCheckpointStore,
+    sqlx::Sqlite
+);
+#[cfg(feature = "postgres")]
+sql_sink!(
+    "postgres",
+    crate::store::postgres::PostgresDialect,
+    super::PostgresCheckpointStore,
+    sqlx::Postgres
+);

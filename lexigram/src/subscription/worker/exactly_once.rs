@@ -1,0 +1,249 @@
+//! A partition worker's batches for an exactly-once subscription: the events' writes and the
+//! checkpoint in one transaction (see [`sink`](crate::subscription::ExactlyOnce)).
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{Exit, Worker, context, reaction_span};
+use crate::context::{Parent, in_scope};
+use crate::delivery::{Retry, RetryPolicy};
+use crate::error::{BoxError, Error, EventLoadError};
+use crate::message::EventEnvelope;
+use crate::subscription::sink::{ExactlyOnce, SinkTx};
+
+/// Whether an error of an attempt is the lease being gone.
+fn is_lease_lost(error: &BoxError) -> bool {
+    matches!(error.downcast_ref::<Error>(), Some(Error::LeaseLost { .. }))
+}
+
+impl Worker {
+    /// Runs a page in one transaction with the checkpoint; an event that fails ends the
+    /// transaction (what came before commits) and is tried again alone. How many events were
+    /// handled, `None` when the batch was rolled back (read again from the checkpoint), or
+    /// why to end.
+    pub(super) async fn exactly_once(
+        &mut self,
+        sink: &ExactlyOnce,
+        events: Vec<EventEnvelope>,
+    ) -> Result<Option<usize>, Exit> {
+        let started = Instant::now();
+        let max_batch_time = self.shared.def.options.max_batch_time;
+        let mut tx: Option<Box<dyn SinkTx + '_>> = None;
+        let mut handled = 0usize;
+        for envelope in events {
+            if self.is_lost() {
+                return Err(Exit::LeaseLost);
+            }
+            if self.stopping() || started.elapsed() >= max_batch_time && handled > 0 {
+                break;
+            }
+            let position = envelope.global_position;
+            let envelope = Arc::new(envelope);
+            if self.parked_streams.contains(&envelope.stream_id) {
+                self.park(&envelope, 0, "an earlier event of this stream is parked; replay the stream's parked events to handle it".to_owned());
+            } else if let Some(defect) = envelope.defect() {
+                let defect = defect.to_owned();
+                self.park_for_good(&envelope, 1, &defect);
+            } else {
+                let open = match &mut tx {
+                    Some(open) => open,
+                    None => match sink.0.begin().await {
+                        Ok(open) => tx.insert(open),
+                        Err(error) => return self.roll_back(&error).await.map(|()| None),
+                    },
+                };
+                let ctx = context(&self.shared, self.partition, &envelope, 1, false);
+                let span = reaction_span(&self.shared, self.partition, &envelope, false);
+                let attempt = self
+                    .shared
+                    .delivery
+                    .attempt(in_scope(
+                        Parent::Event(Arc::clone(&envelope)),
+                        open.react(&envelope, &ctx),
+                    ))
+                    .instrument(span)
+                    .await;
+                if let Err(error) = attempt {
+                    // What came before commits; this event is tried again on its own.
+                    if let Some(open) = tx.take()
+                        && !self.commit_tx(open).await?
+                    {
+                        return Ok(None);
+                    }
+                    match self.retry_alone(sink, &envelope, error).await? {
+                        Ok(()) => self.committed = position,
+                        Err((attempts, error)) => {
+                            self.park_for_good(&envelope, attempts, &error.to_string());
+                        }
+                    }
+                }
+            }
+            self.cursor = position;
+            handled += 1;
+            crate::fault::point("subscription.after_handle").await;
+        }
+        if let Some(open) = tx.take()
+            && !self.commit_tx(open).await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(handled))
+    }
+
+    fn park_for_good(&mut self, envelope: &EventEnvelope, attempts: u32, error: &str) {
+        tracing::error!(
+            target: "lexigram::subscription",
+            subscription = %self.shared.def.name,
+            partition = self.partition,
+            stream = %envelope.stream_id,
+            stream_version = envelope.stream_version,
+            global_position = envelope.global_position,
+            event_type = %envelope.event_type,
+            attempts,
+            %error,
+            "exactly-once reaction failed for good; the event and the rest of its stream are parked"
+        );
+        self.park(envelope, attempts, error.to_owned());
+    }
+
+    /// Commits a batch's transaction at the cursor, with the events parked meanwhile. `false`
+    /// when it was rolled back instead (the cursor is back at the checkpoint).
+    async fn commit_tx(&mut self, tx: Box<dyn SinkTx + '_>) -> Result<bool, Exit> {
+        let lease = self.held.current();
+        match tx.commit(&lease, self.cursor, &self.parking, &[]).await {
+            Ok(()) => {
+                self.committed = self.cursor;
+                self.parking.clear();
+                self.last_commit = Instant::now();
+                crate::fault::point("subscription.after_commit").await;
+                Ok(true)
+            }
+            Err(Error::LeaseLost { .. }) => {
+                self.held.lost.send_replace(true);
+                Err(Exit::LeaseLost)
+            }
+            Err(error) => self.roll_back(&error).await.map(|()| false),
+        }
+    }
+
+    /// Forgets an uncommitted batch: the cursor goes back to the checkpoint, the parked set to
+    /// what the store has, and the worker waits a moment before reading again.
+    async fn roll_back(&mut self, error: &Error) -> Result<(), Exit> {
+        tracing::warn!(
+            target: "lexigram::subscription",
+            subscription = %self.shared.def.name,
+            partition = self.partition,
+            %error,
+            "an exactly-once batch was rolled back; reading again from the checkpoint"
+        );
+        self.cursor = self.committed;
+        self.parking.clear();
+        if let Err(reload) = self.load_parked().await {
+            tracing::warn!(target: "lexigram::subscription", subscription = %self.shared.def.name, error = %reload, "could not read the parked events again");
+        }
+        match self
+            .pause(std::time::Duration::from_millis(200), None)
+            .await
+        {
+            Some(exit) => Err(exit),
+            None => Ok(()),
+        }
+    }
+
+    /// Tries `envelope` again alone after its first attempt failed with `first`: each
+    /// attempt its own transaction (the event's writes and the checkpoint past it), with the
+    /// policy's waits in between and nothing held during them. `Ok(Err((attempts, error)))`
+    /// when it gave up.
+    async fn retry_alone(
+        &mut self,
+        sink: &ExactlyOnce,
+        envelope: &Arc<EventEnvelope>,
+        first: BoxError,
+    ) -> Result<Result<(), (u32, BoxError)>, Exit> {
+        if is_lease_lost(&first) {
+            self.held.lost.send_replace(true);
+            return Err(Exit::LeaseLost);
+        }
+        let policy = self.shared.retry;
+        if policy.max_attempts <= 1 || first.is::<EventLoadError>() {
+            return Ok(Err((1, first)));
+        }
+        let wait = policy.backoff.jittered(policy.backoff.first());
+        if let Some(exit) = self.pause(wait, None).await {
+            return Err(exit);
+        }
+        let rest = RetryPolicy {
+            max_attempts: policy.max_attempts - 1,
+            backoff: policy.backoff,
+        };
+        let lease = self.held.current();
+        let position = envelope.global_position;
+        let (shared, partition) = (Arc::clone(&self.shared), self.partition);
+        let call = |attempt: u32| {
+            let ctx = context(&shared, partition, envelope, attempt + 1, false);
+            let span = reaction_span(&shared, partition, envelope, false);
+            let lease = &lease;
+            in_scope(
+                Parent::Event(Arc::clone(envelope)),
+                async move {
+                    let mut tx = sink.0.begin().await?;
+                    tx.react(envelope, &ctx).await?;
+                    tx.commit(lease, position, &[], &[]).await?;
+                    Ok::<(), BoxError>(())
+                }
+                .instrument(span),
+            )
+        };
+        let retry = |error: &BoxError| {
+            if error.is::<EventLoadError>() || is_lease_lost(error) {
+                Retry::Never
+            } else {
+                Retry::WhileAttemptsRemain
+            }
+        };
+        let delivered = shared
+            .delivery
+            .run(&rest, &shared.def.name, call, retry)
+            .await;
+        match delivered.result {
+            Ok(()) => {
+                self.last_commit = Instant::now();
+                Ok(Ok(()))
+            }
+            Err(error) if is_lease_lost(&error) => {
+                self.held.lost.send_replace(true);
+                Err(Exit::LeaseLost)
+            }
+            Err(error) => Ok(Err((delivered.attempts + 1, error))),
+        }
+    }
+
+    /// Replays one parked event in a transaction of its own: its writes and its removal from
+    /// the parked set commit together (the checkpoint does not move).
+    pub(super) async fn replay_in_tx(
+        &mut self,
+        sink: &ExactlyOnce,
+        envelope: &Arc<EventEnvelope>,
+    ) -> Result<(), BoxError> {
+        let lease = self.held.current();
+        let ctx = context(&self.shared, self.partition, envelope, 1, true);
+        let span = reaction_span(&self.shared, self.partition, envelope, true);
+        let committed = self.committed;
+        let id = envelope.event_id;
+        self.shared
+            .delivery
+            .attempt(in_scope(
+                Parent::Event(Arc::clone(envelope)),
+                async move {
+                    let mut tx = sink.0.begin().await?;
+                    tx.react(envelope, &ctx).await?;
+                    tx.commit(&lease, committed, &[], &[id]).await?;
+                    Ok::<(), BoxError>(())
+                }
+                .instrument(span),
+            ))
+            .await
+    }
+}
