@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 use super::statements::Statements;
-use super::{PgDb, unavailable};
+use super::{PgDb, PostgresDialect};
 use crate::config::Secret;
 use crate::error::{Error, Result};
 use crate::store::sql;
+use crate::store::sql::Dialect;
 
 /// How to reach PostgreSQL and where to keep the tables.
 ///
@@ -189,7 +190,7 @@ impl PostgresConfig {
             .test_before_acquire(self.test_before_acquire)
             .connect_with(options)
             .await
-            .map_err(|e| unavailable("connecting", e))?;
+            .map_err(|e| PostgresDialect::unavailable("connecting", e))?;
         let db = PgDb::new(pool, Statements::all(self));
         db.migrate(None).await?;
         Ok(db)

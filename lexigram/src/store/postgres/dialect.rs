@@ -7,7 +7,6 @@ use sqlx::postgres::{PgQueryResult, PgRow};
 use uuid::Uuid;
 
 use super::statements::Statements;
-use super::unavailable;
 use crate::error::Result;
 use crate::message::EventId;
 use crate::store::sql::{Dialect, EventRow, Interner, StoredSlot, to_u64};
@@ -55,7 +54,8 @@ impl Dialect for PostgresDialect {
     }
 
     fn stored_slot(row: &PgRow) -> Result<StoredSlot> {
-        let get = |e: sqlx::Error| unavailable("reading stored events for a retry", e);
+        let get =
+            |e: sqlx::Error| PostgresDialect::unavailable("reading stored events for a retry", e);
         let recorded_at: PgTime = row.try_get(3).map_err(get)?;
         Ok(StoredSlot {
             version: to_u64(row.try_get(0).map_err(get)?),
@@ -74,7 +74,7 @@ impl Dialect for PostgresDialect {
 /// damaged is their content: metadata that is not JSON (reported by
 /// [`EventRow::into_envelope`](crate::store::sql::EventRow::into_envelope)) or a timestamp that is not finite.
 fn event_row<'r>(row: &'r PgRow, names: &mut Interner) -> Result<EventRow<'r>> {
-    let get = |e: sqlx::Error| unavailable("decoding an event row", e);
+    let get = |e: sqlx::Error| PostgresDialect::unavailable("decoding an event row", e);
     let event_version: i32 = row.try_get(5).map_err(get)?;
     let mut defects = Vec::new();
     let recorded_at = PgTime::read(row, 8, "recorded_at", &mut defects)?;
@@ -134,7 +134,7 @@ impl PgTime {
     ) -> Result<DateTime<Utc>> {
         let time: PgTime = row
             .try_get(index)
-            .map_err(|e| unavailable("decoding an event row", e))?;
+            .map_err(|e| PostgresDialect::unavailable("decoding an event row", e))?;
         Ok(time.finite().unwrap_or_else(|| {
             defects.push(format!("`{column}` is not a finite timestamp"));
             DateTime::default()

@@ -99,11 +99,6 @@ use snapshot::PostgresSnapshotStore;
 /// The database of a PostgreSQL store: its pool and statements.
 pub(crate) type PgDb = SqlDb<PostgresDialect>;
 
-/// The error for a failed PostgreSQL call.
-pub(crate) fn unavailable(what: &str, err: sqlx::Error) -> Error {
-    PostgresDialect::unavailable(what, err)
-}
-
 /// An [`EventStore`](crate::store::EventStore) in PostgreSQL. Clones share the pool. See the [module docs](crate::store::postgres).
 #[derive(Clone)]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -193,13 +188,9 @@ impl PostgresEventStore {
             ExpectedVersion::NoStream => 0,
             ExpectedVersion::Exact(v) => to_i64(v),
         };
-        let mut conn = self
-            .log
-            .db
-            .pool
-            .acquire()
-            .await
-            .map_err(|e| unavailable(&format!("appending to stream `{stream}`"), e))?;
+        let mut conn = self.log.db.pool.acquire().await.map_err(|e| {
+            PostgresDialect::unavailable(&format!("appending to stream `{stream}`"), e)
+        })?;
         let outcome: std::result::Result<AppendRow, _> =
             sqlx::query_as(&self.log.db.sql.own.append)
                 .bind(stream)
@@ -272,7 +263,7 @@ impl PostgresEventStore {
             .pool
             .acquire()
             .await
-            .map_err(|e| unavailable("looking up an event id", e))?;
+            .map_err(|e| PostgresDialect::unavailable("looking up an event id", e))?;
         self.log
             .previous_append(&mut conn, stream, events, expected)
             .await

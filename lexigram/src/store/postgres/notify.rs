@@ -6,9 +6,10 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::watch;
 
-use super::{PostgresEventStore, unavailable};
+use super::{PostgresDialect, PostgresEventStore};
 use crate::error::Result;
 use crate::store::WeakNotifier;
+use crate::store::sql::Dialect;
 
 impl PostgresEventStore {
     /// Listens for appends: each [`Wakeups::next`] resolves once at least one transaction
@@ -66,11 +67,11 @@ async fn listen_with(target: &ListenTarget) -> Result<Wakeups> {
         .connect_lazy_with(target.options.clone());
     let mut listener = PgListener::connect_with(&dedicated)
         .await
-        .map_err(|e| unavailable("opening a listener connection", e))?;
+        .map_err(|e| PostgresDialect::unavailable("opening a listener connection", e))?;
     listener
         .listen(&target.channel)
         .await
-        .map_err(|e| unavailable(&format!("LISTEN on `{}`", target.channel), e))?;
+        .map_err(|e| PostgresDialect::unavailable(&format!("LISTEN on `{}`", target.channel), e))?;
     Ok(Wakeups { listener })
 }
 
@@ -132,7 +133,7 @@ impl Wakeups {
             .listener
             .recv()
             .await
-            .map_err(|e| unavailable("waiting for a notification", e))?;
+            .map_err(|e| PostgresDialect::unavailable("waiting for a notification", e))?;
         let mut last = first.payload().parse::<u64>().unwrap_or(0);
         while let Some(more) = self.listener.next_buffered() {
             last = last.max(more.payload().parse::<u64>().unwrap_or(0));

@@ -2,8 +2,9 @@
 //! append function), applied under an advisory lock.
 
 use super::statements::{LOCK_CLASS, Statements};
-use super::{PgDb, PostgresDialect, unavailable};
+use super::{PgDb, PostgresDialect};
 use crate::error::Result;
+use crate::store::sql::Dialect;
 use crate::store::sql::{Migration, StoreSql, run_migrations};
 
 impl PgDb {
@@ -11,17 +12,16 @@ impl PgDb {
     /// processes starting together do not race. Re-running is a no-op.
     pub(crate) async fn migrate(&self, target: Option<i64>) -> Result<()> {
         let (s, p) = (&self.sql.own.schema, &self.sql.prefix);
-        let mut tx = self
-            .pool
-            .begin()
-            .await
-            .map_err(|e| unavailable("starting the migration transaction", e))?;
+        let mut tx =
+            self.pool.begin().await.map_err(|e| {
+                PostgresDialect::unavailable("starting the migration transaction", e)
+            })?;
         sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
             .bind(LOCK_CLASS + 1)
             .bind(self.sql.own.lock_key)
             .execute(&mut *tx)
             .await
-            .map_err(|e| unavailable("locking the schema for migration", e))?;
+            .map_err(|e| PostgresDialect::unavailable("locking the schema for migration", e))?;
         for statement in [
             format!("CREATE SCHEMA IF NOT EXISTS {s}"),
             format!(
@@ -31,14 +31,14 @@ impl PgDb {
             sqlx::query(&statement)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| unavailable(&format!("preparing schema `{s}`"), e))?;
+                .map_err(|e| PostgresDialect::unavailable(&format!("preparing schema `{s}`"), e))?;
         }
         let current: i64 = sqlx::query_scalar(&format!(
             "SELECT COALESCE(MAX(version), 0) FROM {s}.{p}migrations"
         ))
         .fetch_one(&mut *tx)
         .await
-        .map_err(|e| unavailable("reading the schema version", e))?;
+        .map_err(|e| PostgresDialect::unavailable("reading the schema version", e))?;
         let record = format!("INSERT INTO {s}.{p}migrations (version, name) VALUES ($1, $2)");
         let tables = format!("`{s}.{p}*`");
         run_migrations::<PostgresDialect>(
@@ -52,7 +52,7 @@ impl PgDb {
         .await?;
         tx.commit()
             .await
-            .map_err(|e| unavailable("committing migrations", e))
+            .map_err(|e| PostgresDialect::unavailable("committing migrations", e))
     }
 }
 

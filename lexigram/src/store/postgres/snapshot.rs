@@ -1,7 +1,6 @@
 //! The PostgreSQL snapshot store: the `<prefix>snapshots` table beside the events.
 
-use super::{PgDb, PostgresConfig, PostgresDialect};
-use crate::error::Result;
+use super::{PostgresConfig, PostgresDialect};
 use crate::store::sql::{self, SnapshotTable};
 
 /// A [`SnapshotStore`](crate::snapshot::SnapshotStore) in PostgreSQL, keeping at most
@@ -29,17 +28,9 @@ pub struct PostgresSnapshotStore {
     table: SnapshotTable<PostgresDialect>,
 }
 
-impl PostgresSnapshotStore {
-    /// Connects, creates the schema if needed and applies pending migrations.
-    pub async fn connect(config: &PostgresConfig) -> Result<Self> {
-        Ok(Self::from_db(config.open().await?, true))
-    }
-
-    pub(crate) fn from_db(db: PgDb, owns_pool: bool) -> Self {
-        Self {
-            table: SnapshotTable::new(db, owns_pool),
-        }
-    }
-}
-
-sql::sql_snapshot_store!(PostgresSnapshotStore, PostgresDialect);
+sql::sql_snapshot_store!(
+    PostgresSnapshotStore,
+    PostgresDialect,
+    PostgresConfig,
+    #[doc = "Connects, creates the schema if needed and applies pending migrations."]
+);

@@ -200,8 +200,23 @@ fn into_snapshot<D: Dialect>(
 /// snapshot store of a dialect (a type with a field `table: SnapshotTable<dialect>`), and
 /// gives it `with_max_per_aggregate`.
 macro_rules! sql_snapshot_store {
-    ($store:ident, $dialect:ty) => {
+    ($store:ident, $dialect:ty, $config:ty, #[doc = $connect:literal]) => {
         impl $store {
+            #[doc = $connect]
+            pub async fn connect(config: &$config) -> $crate::Result<Self> {
+                Ok(Self::from_db(config.open().await?, true))
+            }
+
+            /// The snapshot table of `db`; `owns_pool`: closing the store closes the pool.
+            pub(crate) fn from_db(
+                db: $crate::store::sql::SqlDb<$dialect>,
+                owns_pool: bool,
+            ) -> Self {
+                Self {
+                    table: $crate::store::sql::SnapshotTable::new(db, owns_pool),
+                }
+            }
+
             /// Keeps at most `max` snapshots per aggregate (at least 1).
             #[must_use]
             pub fn with_max_per_aggregate(mut self, max: usize) -> Self {

@@ -62,11 +62,6 @@ use snapshot::SqliteSnapshotStore;
 /// The database of a SQLite store: its pool, statements and writer's turn.
 pub(crate) type SqliteDb = SqlDb<SqliteDialect>;
 
-/// The error for a failed SQLite call.
-pub(crate) fn unavailable(what: &str, err: sqlx::Error) -> Error {
-    SqliteDialect::unavailable(what, err)
-}
-
 /// An [`EventStore`](crate::store::EventStore) in a SQLite database. Clones share the pool.
 ///
 /// # Examples
@@ -206,7 +201,7 @@ impl SqliteEventStore {
             .bind(now_micros)
             .execute(&mut *write.tx)
             .await
-            .map_err(|e| unavailable(&format!("updating stream `{stream}`"), e))?;
+            .map_err(|e| SqliteDialect::unavailable(&format!("updating stream `{stream}`"), e))?;
         let hash = i64::from(stream_hash(stream));
         let mut positions = Vec::with_capacity(events.len());
         for ((event, metadata), stream_version) in events.iter().zip(metadata).zip(actual + 1..) {
@@ -226,7 +221,7 @@ impl SqliteEventStore {
                     if is_unique_violation(&err, "event_id") {
                         sql::duplicate_id(stream, event.event_id, Some(Box::new(err)))
                     } else if sql::is_transient(&err) {
-                        unavailable(&format!("appending to stream `{stream}`"), err)
+                        SqliteDialect::unavailable(&format!("appending to stream `{stream}`"), err)
                     } else {
                         Error::EventPersistence {
                             stream: StreamId::from(stream),
@@ -242,7 +237,10 @@ impl SqliteEventStore {
         }
         write.tx.commit().await.map_err(|err| {
             if sql::is_transient(&err) {
-                unavailable(&format!("committing an append to stream `{stream}`"), err)
+                SqliteDialect::unavailable(
+                    &format!("committing an append to stream `{stream}`"),
+                    err,
+                )
             } else {
                 Error::EventPersistence {
                     stream: StreamId::from(stream),
@@ -329,7 +327,7 @@ mod tests {
             .max_lifetime(None)
             .connect("sqlite::memory:")
             .await
-            .map_err(|e| unavailable("test", e))?;
+            .map_err(|e| SqliteDialect::unavailable("test", e))?;
         let db = SqliteDb::new(pool, Statements::all(&config.table_prefix));
         db.migrate(Some(1)).await?;
         let tables = |db: SqliteDb| async move {
@@ -338,7 +336,7 @@ mod tests {
             )
             .fetch_all(&db.pool)
             .await
-            .map_err(|e| unavailable("test", e))
+            .map_err(|e| SqliteDialect::unavailable("test", e))
         };
         assert!(
             !tables(db.clone())
@@ -356,7 +354,7 @@ mod tests {
             sqlx::query_scalar("SELECT version FROM lexigram_migrations ORDER BY version")
                 .fetch_all(&db.pool)
                 .await
-                .map_err(|e| unavailable("test", e))?;
+                .map_err(|e| SqliteDialect::unavailable("test", e))?;
         assert_eq!(versions, [1, 2, 3]);
         Ok(())
     }

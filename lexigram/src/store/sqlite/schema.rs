@@ -3,8 +3,9 @@
 
 use chrono::Utc;
 
-use super::{SqliteDb, SqliteDialect, unavailable};
+use super::{SqliteDb, SqliteDialect};
 use crate::error::Result;
+use crate::store::sql::Dialect;
 use crate::store::sql::{Migration, run_migrations};
 
 impl SqliteDb {
@@ -16,7 +17,7 @@ impl SqliteDb {
                 .bind(format!("{p}migrations"))
                 .fetch_optional(&self.pool)
                 .await
-                .map_err(|e| unavailable("reading the schema version", e))?;
+                .map_err(|e| SqliteDialect::unavailable("reading the schema version", e))?;
         if table.is_none() {
             return Ok(0);
         }
@@ -25,7 +26,7 @@ impl SqliteDb {
         ))
         .fetch_one(&self.pool)
         .await
-        .map_err(|e| unavailable("reading the schema version", e))
+        .map_err(|e| SqliteDialect::unavailable("reading the schema version", e))
     }
 
     /// Applies pending migrations, up to `target` (all when `None`). Re-running is a no-op,
@@ -42,13 +43,13 @@ impl SqliteDb {
         ))
         .execute(&mut *write.tx)
         .await
-        .map_err(|e| unavailable("creating the migrations table", e))?;
+        .map_err(|e| SqliteDialect::unavailable("creating the migrations table", e))?;
         let current: i64 = sqlx::query_scalar(&format!(
             "SELECT COALESCE(MAX(version), 0) FROM {p}migrations"
         ))
         .fetch_one(&mut *write.tx)
         .await
-        .map_err(|e| unavailable("reading the schema version", e))?;
+        .map_err(|e| SqliteDialect::unavailable("reading the schema version", e))?;
         // The time is spliced in (it is a number) so that recording a step binds only its
         // version and name, as in every dialect.
         let applied_at = Utc::now().timestamp_micros();

@@ -1,7 +1,6 @@
 //! The SQLite snapshot store: the `<prefix>snapshots` table beside the events.
 
-use super::{SqliteConfig, SqliteDb, SqliteDialect};
-use crate::error::Result;
+use super::{SqliteConfig, SqliteDialect};
 use crate::store::sql::{self, SnapshotTable};
 
 /// A [`SnapshotStore`](crate::snapshot::SnapshotStore) in a SQLite database, keeping at most
@@ -28,17 +27,9 @@ pub struct SqliteSnapshotStore {
     table: SnapshotTable<SqliteDialect>,
 }
 
-impl SqliteSnapshotStore {
-    /// Opens (creating if needed) the database and brings its schema up to date.
-    pub async fn connect(config: &SqliteConfig) -> Result<Self> {
-        Ok(Self::from_db(config.open().await?, true))
-    }
-
-    pub(crate) fn from_db(db: SqliteDb, owns_pool: bool) -> Self {
-        Self {
-            table: SnapshotTable::new(db, owns_pool),
-        }
-    }
-}
-
-sql::sql_snapshot_store!(SqliteSnapshotStore, SqliteDialect);
+sql::sql_snapshot_store!(
+    SqliteSnapshotStore,
+    SqliteDialect,
+    SqliteConfig,
+    #[doc = "Opens (creating if needed) the database and brings its schema up to date."]
+);

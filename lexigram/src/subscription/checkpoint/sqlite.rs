@@ -87,7 +87,7 @@ mod tests {
     use crate::Error;
     use crate::error::Result;
     use crate::store::SqliteConfig;
-    use crate::store::sqlite::unavailable;
+    use crate::store::sql::Dialect;
     use crate::subscription::{CheckpointStore, NodeId, PartitionKey, SubscriptionSpec};
 
     #[tokio::test]
@@ -115,14 +115,14 @@ mod tests {
         sqlx::query("CREATE TABLE balances (n INTEGER)")
             .execute(&db.pool)
             .await
-            .map_err(|e| unavailable("test", e))?;
+            .map_err(|e| SqliteDialect::unavailable("test", e))?;
         for (lease, n) in [(&new, 1), (&old, 2)] {
             let mut write = db.begin_write("test").await?;
             sqlx::query("INSERT INTO balances (n) VALUES (?1)")
                 .bind(n)
                 .execute(&mut *write.tx)
                 .await
-                .map_err(|e| unavailable("test", e))?;
+                .map_err(|e| SqliteDialect::unavailable("test", e))?;
             match store
                 .commit_in(&mut write.tx, lease, n as u64 * 10, &[])
                 .await
@@ -131,7 +131,7 @@ mod tests {
                     .tx
                     .commit()
                     .await
-                    .map_err(|e| unavailable("test", e))?,
+                    .map_err(|e| SqliteDialect::unavailable("test", e))?,
                 Err(Error::LeaseLost { epoch, .. }) => assert_eq!(epoch, old.epoch),
                 Err(other) => return Err(other),
             }
@@ -139,7 +139,7 @@ mod tests {
         let written: Vec<i64> = sqlx::query_scalar("SELECT n FROM balances")
             .fetch_all(&db.pool)
             .await
-            .map_err(|e| unavailable("test", e))?;
+            .map_err(|e| SqliteDialect::unavailable("test", e))?;
         assert_eq!(written, [1], "the fenced-out transaction wrote nothing");
         assert_eq!(store.states(None).await?[0].position, 10);
         Ok(())
