@@ -24,7 +24,7 @@ use crate::context::{Parent, in_scope};
 use crate::delivery::{Delivery, Retry, RetryPolicy};
 use crate::error::{BoxError, Error, EventLoadError, Result};
 use crate::message::{EventEnvelope, StreamId};
-use crate::store::{EventStore, Partition, PartitionSet, ReadFilter, VersionRange};
+use crate::store::{EventStore, Page, Partition, PartitionSet, ReadFilter, VersionRange};
 
 /// What every partition worker of one subscription on this node shares.
 pub(crate) struct Shared {
@@ -228,6 +228,7 @@ impl Worker {
         let mut signal_open = true;
         let mut read_failures = 0u32;
         let mut unsettled_wait = Duration::ZERO;
+        let mut ahead: Option<(u64, Task<Result<Page>>)> = None;
         loop {
             if self.is_lost() {
                 return Exit::LeaseLost;
@@ -250,12 +251,25 @@ impl Worker {
                 continue;
             }
             let options = &self.shared.def.options;
-            let page = match self
-                .shared
-                .events
-                .read_page(self.cursor, options.batch_size, &self.filter)
-                .await
-            {
+            let read = match ahead.take() {
+                // The page read ahead while the last one was handled, if it starts here.
+                Some((after, mut task)) if after == self.cursor => match task.join().await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        self.shared
+                            .events
+                            .read_page(self.cursor, options.batch_size, &self.filter)
+                            .await
+                    }
+                },
+                _ => {
+                    self.shared
+                        .events
+                        .read_page(self.cursor, options.batch_size, &self.filter)
+                        .await
+                }
+            };
+            let page = match read {
                 Ok(page) => {
                     read_failures = 0;
                     page
@@ -274,6 +288,19 @@ impl Worker {
             };
             let full = page.events.len() >= options.batch_size;
             let count = page.events.len();
+            // Catching up: read the next page while this one is handled and committed.
+            if full && let Some(last) = page.events.last() {
+                let after = last.global_position;
+                let (events, filter, limit) = (
+                    Arc::clone(&self.shared.events),
+                    self.filter.clone(),
+                    options.batch_size,
+                );
+                ahead = Some((
+                    after,
+                    Task::spawn(async move { events.read_page(after, limit, &filter).await }),
+                ));
+            }
             let shared = Arc::clone(&self.shared);
             let batch = match &shared.def.reaction {
                 Reaction::AtLeastOnce(_) => self.at_least_once(page.events).await,
@@ -627,7 +654,7 @@ fn reaction_span(
     envelope: &EventEnvelope,
     replay: bool,
 ) -> tracing::Span {
-    tracing::info_span!(
+    tracing::debug_span!(
         "lexigram.reaction",
         subscription = %shared.def.name,
         partition,
