@@ -1088,6 +1088,38 @@ on_every_backend!(
 /// The role a re-run of this test binary plays in a crash test.
 const ROLE: &str = "LEXIGRAM_TEST_ROLE";
 
+/// Re-runs this test binary as a child running `test` in `role` with `env`, and waits at
+/// most `within` for it to end (killing it and failing after that).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+async fn run_child(
+    test: &str,
+    role: &str,
+    env: &[(&str, String)],
+    within: Duration,
+) -> std::process::ExitStatus {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(ROLE, role)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (key, value) in env {
+        child.env(key, value);
+    }
+    let mut child = child.spawn().unwrap();
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a `{role}` child of `{test}` did not end within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// T2 in a child process: runs subscription `t2` over the database named by
 /// `LEXIGRAM_T2_DB` until it reaches the head, appending `run stream seq position` to the
 /// file `LEXIGRAM_T2_LOG` for each event it handles. `LEXIGRAM_FAULT` may abort it midway.
@@ -1138,40 +1170,22 @@ async fn crash_and_restart(backend: &dyn Backend, env: &[(&str, String)], test: 
     let head = append_streams(&*store, "c", 20, 100).await;
     let log =
         std::env::temp_dir().join(format!("lexigram-t2-{}.log", uuid::Uuid::new_v4().simple()));
-    let exe = std::env::current_exe().unwrap();
     let crashes = 5;
     for run in 0..=crashes {
-        let mut child = std::process::Command::new(&exe);
-        child
-            .args([test, "--exact", "--test-threads=1", "--nocapture"])
-            .env(ROLE, "t2-child")
-            .env("LEXIGRAM_T2_LOG", &log)
-            .env("LEXIGRAM_T2_RUN", run.to_string())
-            .env("LEXIGRAM_T2_HEAD", head.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        for (key, value) in env {
-            child.env(key, value);
-        }
+        let mut vars: Vec<(&str, String)> = vec![
+            ("LEXIGRAM_T2_LOG", log.display().to_string()),
+            ("LEXIGRAM_T2_RUN", run.to_string()),
+            ("LEXIGRAM_T2_HEAD", head.to_string()),
+        ];
+        vars.extend(env.iter().map(|(k, v)| (*k, v.clone())));
         if run < crashes {
             let at = 20 + (uuid::Uuid::new_v4().as_u128() % 300) as u64;
-            child.env(
+            vars.push((
                 "LEXIGRAM_FAULT",
                 format!("subscription.after_handle=abort@{at}"),
-            );
+            ));
         }
-        let mut child = child.spawn().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(90);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("run {run} did not end in time");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let status = run_child(test, "t2-child", &vars, Duration::from_secs(90)).await;
         if run < crashes {
             assert!(
                 !status.success(),
@@ -1316,34 +1330,14 @@ async fn no_double_parking(backend: &dyn Backend, env: &[(&str, String)], test: 
             .last_position()
             .unwrap();
     }
-    let exe = std::env::current_exe().unwrap();
     // Run 0 aborts after its second handled event (A2, just parked); run 1 reaches the head.
     for run in 0..2 {
-        let mut child = std::process::Command::new(&exe);
-        child
-            .args([test, "--exact", "--test-threads=1", "--nocapture"])
-            .env(ROLE, "t8-child")
-            .env("LEXIGRAM_T8_HEAD", head.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        for (key, value) in env {
-            child.env(key, value);
-        }
+        let mut vars: Vec<(&str, String)> = vec![("LEXIGRAM_T8_HEAD", head.to_string())];
+        vars.extend(env.iter().map(|(k, v)| (*k, v.clone())));
         if run == 0 {
-            child.env("LEXIGRAM_FAULT", "subscription.after_handle=abort@2");
+            vars.push(("LEXIGRAM_FAULT", "subscription.after_handle=abort@2".into()));
         }
-        let mut child = child.spawn().unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("run {run} did not end in time");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let status = run_child(test, "t8-child", &vars, Duration::from_secs(60)).await;
         assert_eq!(status.success(), run == 1, "run {run}: {status:?}");
         if run == 0 {
             let parked = checkpoints.parked("t8", 1).await.unwrap();
