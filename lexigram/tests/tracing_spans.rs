@@ -133,3 +133,138 @@ async fn the_w3c_trace_context_of_a_command_is_stored_with_its_events_and_reache
     );
     assert_eq!(*seen.lock(), [Some(context)], "the event handler sees it");
 }
+
+/// What was logged (the message) and in which span (the one entered at the time).
+type Logged = Vec<(String, Option<u64>)>;
+
+/// Records the `traceparent` of every `lexigram.reaction` span, and the span each event was
+/// logged in.
+#[derive(Default, Clone)]
+struct ReactionSpans {
+    next: Arc<std::sync::atomic::AtomicU64>,
+    /// span id -> traceparent, for the reaction spans.
+    traceparents: Arc<parking_lot::Mutex<std::collections::HashMap<u64, String>>>,
+    /// (event message, the span entered when it was logged).
+    logged_in: Arc<parking_lot::Mutex<Logged>>,
+}
+
+thread_local! {
+    static ENTERED: std::cell::RefCell<Vec<u64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+struct Fields<'a>(&'a mut Vec<(String, String)>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push((
+            field.name().to_owned(),
+            format!("{value:?}").trim_matches('"').to_owned(),
+        ));
+    }
+}
+
+impl tracing::Subscriber for ReactionSpans {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if span.metadata().name() == "lexigram.reaction" {
+            let mut fields = Vec::new();
+            span.record(&mut Fields(&mut fields));
+            let traceparent = fields
+                .into_iter()
+                .find(|(name, _)| name == "traceparent")
+                .map(|(_, value)| value)
+                .unwrap_or_default();
+            self.traceparents.lock().insert(id, traceparent);
+        }
+        tracing::span::Id::from_u64(id)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Vec::new();
+        event.record(&mut Fields(&mut fields));
+        let message = fields
+            .into_iter()
+            .find(|(name, _)| name == "message")
+            .map(|(_, value)| value)
+            .unwrap_or_default();
+        let current = ENTERED.with(|stack| stack.borrow().last().copied());
+        self.logged_in.lock().push((message, current));
+    }
+    fn enter(&self, span: &tracing::span::Id) {
+        ENTERED.with(|stack| stack.borrow_mut().push(span.into_u64()));
+    }
+    fn exit(&self, span: &tracing::span::Id) {
+        ENTERED.with(|stack| {
+            let mut stack = stack.borrow_mut();
+            if let Some(at) = stack.iter().rposition(|id| *id == span.into_u64()) {
+                stack.remove(at);
+            }
+        });
+    }
+}
+
+#[test]
+fn a_durable_reaction_runs_in_a_span_that_carries_the_trace_context_stored_with_its_event() {
+    use lexigram::message::{MessageMetadata, NewEvent, Payload, TraceContext};
+    use lexigram::store::{EventStore, ExpectedVersion};
+    use lexigram::subscription::{InMemoryCheckpointStore, Reactions, Subscription, reactor_fn};
+
+    if !support::alone(
+        "a_durable_reaction_runs_in_a_span_that_carries_the_trace_context_stored_with_its_event",
+    ) {
+        return;
+    }
+    let recorder = ReactionSpans::default();
+    let _default = tracing::subscriber::set_default(recorder.clone());
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = Arc::new(InMemoryEventStore::new());
+        let reactions = Reactions::new(store.clone(), Arc::new(InMemoryCheckpointStore::new()));
+        let subscription = Subscription::builder("traced")
+            .reactor(reactor_fn(|_, _| async {
+                tracing::info!("reacted");
+                Ok(())
+            }))
+            .build()
+            .unwrap();
+        reactions.start(subscription).await.unwrap();
+        let metadata =
+            MessageMetadata::new().with_trace_context(TraceContext::parse(traceparent).unwrap());
+        let event = NewEvent::new("bank.Deposited", 1, Payload::from_json_text("{}"), metadata);
+        let done = store
+            .append("acc-1", vec![event], ExpectedVersion::Any)
+            .await
+            .unwrap();
+        reactions
+            .wait_for(
+                "traced",
+                done.last_position().unwrap(),
+                std::time::Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        reactions.shutdown().await.unwrap();
+    });
+    let traceparents = recorder.traceparents.lock();
+    assert_eq!(traceparents.len(), 1, "one reaction span: {traceparents:?}");
+    let (span, recorded) = traceparents.iter().next().unwrap();
+    assert_eq!(recorded, traceparent, "the span carries the stored context");
+    let logged = recorder.logged_in.lock();
+    assert!(
+        logged
+            .iter()
+            .any(|(message, within)| message == "reacted" && *within == Some(*span)),
+        "what the reaction logs is inside its span: {logged:?}"
+    );
+}

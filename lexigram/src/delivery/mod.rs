@@ -79,7 +79,8 @@ pub(crate) trait DeadLetters<M>: Send + Sync {
 /// Calls handlers under one policy: a bus-wide concurrency limit and a per-attempt timeout.
 #[derive(Debug, Clone)]
 pub(crate) struct Delivery {
-    permits: Arc<Semaphore>,
+    /// `None` for a caller that makes one call at a time anyway.
+    permits: Option<Arc<Semaphore>>,
     timeout: Duration,
 }
 
@@ -87,7 +88,19 @@ impl Delivery {
     /// At most `concurrency` calls at once (at least 1), each cancelled after `timeout`.
     pub(crate) fn new(concurrency: usize, timeout: Duration) -> Self {
         Self {
-            permits: Arc::new(Semaphore::new(concurrency.clamp(1, Semaphore::MAX_PERMITS))),
+            permits: Some(Arc::new(Semaphore::new(
+                concurrency.clamp(1, Semaphore::MAX_PERMITS),
+            ))),
+            timeout,
+        }
+    }
+
+    /// For callers that each make one call at a time (a subscription's partition workers:
+    /// their count is the concurrency), so a permit would never be waited for: each call is
+    /// cancelled after `timeout`, and takes no permit.
+    pub(crate) fn serial(timeout: Duration) -> Self {
+        Self {
+            permits: None,
             timeout,
         }
     }
@@ -102,16 +115,25 @@ impl Delivery {
         Fut: Future<Output = Result<(), BoxError>>,
     {
         // The semaphore is never closed, so `acquire` cannot fail; run unguarded if it did.
-        let _permit = self.permits.acquire().await.ok();
-        let mut call = std::pin::pin!(AssertUnwindSafe(call).catch_unwind());
-        let first = std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await;
-        let outcome = match first {
-            Poll::Ready(outcome) => Ok(outcome),
-            Poll::Pending => tokio::time::timeout(self.timeout, call).await,
+        let _permit = match &self.permits {
+            Some(permits) => permits.acquire().await.ok(),
+            None => None,
         };
-        match outcome {
-            Ok(Ok(result)) => result,
-            Ok(Err(panic)) => Err(Box::new(HandlerPanicked::from_payload(&*panic))),
+        let mut call = std::pin::pin!(guard(call));
+        match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+            Poll::Ready(outcome) => settle(outcome),
+            Poll::Pending => self.finish(call).await,
+        }
+    }
+
+    /// Finishes an attempt whose first poll was pending (a [`guard`]ed call), under the
+    /// timeout: the timer is armed only now.
+    pub(crate) async fn finish<Fut>(&self, call: Fut) -> Result<(), BoxError>
+    where
+        Fut: Future<Output = std::thread::Result<Result<(), BoxError>>>,
+    {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(outcome) => settle(outcome),
             Err(_) => Err(Box::new(HandlerTimedOut {
                 after: self.timeout,
             })),
@@ -131,19 +153,34 @@ impl Delivery {
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<(), BoxError>>,
     {
+        match self.attempt(call(1)).await {
+            Ok(()) => Delivered {
+                attempts: 1,
+                result: Ok(()),
+            },
+            Err(error) => self.retry_after(policy, handler, error, call, retry).await,
+        }
+    }
+
+    /// Goes on with a delivery whose first attempt failed with `error`: attempts
+    /// `call(2)`, `call(3)`… as [`run`](Self::run) does. A caller that made the first
+    /// attempt itself (inline, to keep the common case cheap) hands its failure here.
+    pub(crate) async fn retry_after<F, Fut>(
+        &self,
+        policy: &RetryPolicy,
+        handler: &str,
+        mut error: BoxError,
+        mut call: F,
+        retry: impl Fn(&BoxError) -> Retry,
+    ) -> Delivered
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = Result<(), BoxError>>,
+    {
         let max_attempts = policy.max_attempts.max(1);
         let mut wait = policy.backoff.first();
         let mut attempt = 1;
         loop {
-            let error = match self.attempt(call(attempt)).await {
-                Ok(()) => {
-                    return Delivered {
-                        attempts: attempt,
-                        result: Ok(()),
-                    };
-                }
-                Err(error) => error,
-            };
             if attempt >= max_attempts || retry(&error) == Retry::Never {
                 return Delivered {
                     attempts: attempt,
@@ -155,7 +192,32 @@ impl Delivery {
             tokio::time::sleep(pause).await;
             wait = policy.backoff.next(wait);
             attempt += 1;
+            error = match self.attempt(call(attempt)).await {
+                Ok(()) => {
+                    return Delivered {
+                        attempts: attempt,
+                        result: Ok(()),
+                    };
+                }
+                Err(error) => error,
+            };
         }
+    }
+}
+
+/// `call` with its panics caught: a handler that panics (while its future is made or
+/// polled) is a failed attempt, never a dead task. [`settle`] reads the outcome.
+pub(crate) fn guard<Fut: Future>(
+    call: Fut,
+) -> futures_util::future::CatchUnwind<AssertUnwindSafe<Fut>> {
+    AssertUnwindSafe(call).catch_unwind()
+}
+
+/// The result of a [`guard`]ed call that ended: its own, or [`HandlerPanicked`].
+pub(crate) fn settle(outcome: std::thread::Result<Result<(), BoxError>>) -> Result<(), BoxError> {
+    match outcome {
+        Ok(result) => result,
+        Err(panic) => Err(Box::new(HandlerPanicked::from_payload(&*panic))),
     }
 }
 

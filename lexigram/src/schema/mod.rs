@@ -277,11 +277,7 @@ impl SchemaRegistry {
         &self,
         mut envelope: EventEnvelope,
     ) -> Result<EventEnvelope, crate::error::EventLoadError> {
-        if !self.has_upcasters(&envelope.event_type) {
-            return Ok(envelope);
-        }
-        let current = self.events.get(&*envelope.event_type).map(|e| e.version);
-        if current == Some(envelope.event_version) {
+        if !self.needs_upcasting(&envelope) {
             return Ok(envelope);
         }
         let value = envelope
@@ -306,6 +302,9 @@ impl SchemaRegistry {
         envelopes
             .into_iter()
             .map(|envelope| {
+                if !self.needs_upcasting(&envelope) {
+                    return envelope;
+                }
                 let fallback = envelope.clone();
                 self.upcast_envelope(envelope).unwrap_or_else(|err| {
                     tracing::warn!(error = %err, "event left at its stored schema version");
@@ -313,6 +312,39 @@ impl SchemaRegistry {
                 })
             })
             .collect()
+    }
+
+    /// [`upcast_read`](Self::upcast_read) for shared envelopes: only those that need
+    /// upcasting are copied.
+    pub(crate) fn upcast_shared(
+        &self,
+        envelopes: Vec<Arc<EventEnvelope>>,
+    ) -> Vec<Arc<EventEnvelope>> {
+        if self.event_chains.names.is_empty() {
+            return envelopes;
+        }
+        envelopes
+            .into_iter()
+            .map(|envelope| {
+                if !self.needs_upcasting(&envelope) {
+                    return envelope;
+                }
+                match self.upcast_envelope(EventEnvelope::clone(&envelope)) {
+                    Ok(upcast) => Arc::new(upcast),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "event left at its stored schema version");
+                        envelope
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Whether `envelope` is stored at an older version of a type that has upcasters.
+    fn needs_upcasting(&self, envelope: &EventEnvelope) -> bool {
+        self.has_upcasters(&envelope.event_type)
+            && self.events.get(&*envelope.event_type).map(|e| e.version)
+                != Some(envelope.event_version)
     }
 
     /// Decodes an envelope as `E`, upcasting it first if it is stored at an older version.

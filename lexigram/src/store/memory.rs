@@ -79,7 +79,8 @@ impl Hasher for IdHasher {
 
 struct Slot {
     hash: u32,
-    envelope: EventEnvelope,
+    /// Shared with the pages that [`read_page`](EventStore::read_page) hands out.
+    envelope: Arc<EventEnvelope>,
 }
 
 struct StreamState {
@@ -150,7 +151,7 @@ impl Inner {
 
     fn envelope(&self, position: u64) -> Option<&EventEnvelope> {
         let index = usize::try_from(position.checked_sub(1)?).ok()?;
-        self.log.get(index)?.as_ref().map(|slot| &slot.envelope)
+        self.log.get(index)?.as_ref().map(|slot| &*slot.envelope)
     }
 
     /// If `events` are already stored, in order, where this append would put them, the
@@ -331,7 +332,10 @@ impl EventStore for InMemoryEventStore {
                 .push(position);
             let envelope =
                 EventEnvelope::new(event, stream_id.clone(), state.version, position, now);
-            inner.log.push(Some(Slot { hash, envelope }));
+            inner.log.push(Some(Slot {
+                hash,
+                envelope: Arc::new(envelope),
+            }));
             positions.push(position);
         }
         state.updated_at = now;
@@ -463,7 +467,7 @@ impl EventStore for InMemoryEventStore {
                 .flatten()
                 .filter(|slot| partition.is_none_or(|p| slot.hash % p.total() == p.index()))
                 .take(limit)
-                .map(|slot| slot.envelope.clone())
+                .map(|slot| EventEnvelope::clone(&slot.envelope))
                 .collect()
         };
         Ok(self.upcast(envelopes))
@@ -521,7 +525,7 @@ impl EventStore for InMemoryEventStore {
             }
             let head = inner.log.len() as u64;
             let start = usize::try_from(after).unwrap_or(usize::MAX);
-            let envelopes: Vec<EventEnvelope> = inner
+            let envelopes: Vec<Arc<EventEnvelope>> = inner
                 .log
                 .get(start..)
                 .unwrap_or_default()
@@ -529,7 +533,7 @@ impl EventStore for InMemoryEventStore {
                 .flatten()
                 .filter(|slot| filter.matches_parts(&slot.envelope.event_type, || slot.hash))
                 .take(limit)
-                .map(|slot| slot.envelope.clone())
+                .map(|slot| Arc::clone(&slot.envelope))
                 .collect();
             let scanned_to = match envelopes.last() {
                 Some(last) if envelopes.len() == limit => last.global_position,
@@ -537,7 +541,11 @@ impl EventStore for InMemoryEventStore {
             };
             (envelopes, scanned_to.max(after))
         };
-        Ok(Page::new(self.upcast(envelopes), scanned_to))
+        let envelopes = match &self.schema {
+            Some(schema) => schema.upcast_shared(envelopes),
+            None => envelopes,
+        };
+        Ok(Page::shared(envelopes, scanned_to))
     }
 
     fn append_signal(&self) -> AppendSignal {

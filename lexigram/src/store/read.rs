@@ -192,8 +192,10 @@ impl ReadFilter {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Page {
-    /// The events that matched, in global order.
-    pub events: Vec<EventEnvelope>,
+    /// The events that matched, in global order, shared: a backend that keeps its events in
+    /// memory hands them out without copying them, and a reader passes each one on (to a
+    /// reaction, its context and its causal scope) without copying it again.
+    pub events: Vec<Arc<EventEnvelope>>,
     /// No event matching the filter with a position at or below this will ever appear
     /// beyond [`events`](Self::events): a reader may continue after it. Never below the last
     /// position returned, nor below the `after` the page was read from.
@@ -201,8 +203,13 @@ pub struct Page {
 }
 
 impl Page {
-    /// Builds a page; for backends.
+    /// Builds a page of events read just now; for backends.
     pub fn new(events: Vec<EventEnvelope>, scanned_to: u64) -> Self {
+        Self::shared(events.into_iter().map(Arc::new).collect(), scanned_to)
+    }
+
+    /// Builds a page of events the backend already shares; for backends.
+    pub fn shared(events: Vec<Arc<EventEnvelope>>, scanned_to: u64) -> Self {
         Self { events, scanned_to }
     }
 }

@@ -173,7 +173,7 @@ impl Reactions {
         );
         let partitions = self.inner.checkpoints.register(&spec).await?;
         let shared = Arc::new(Shared {
-            delivery: Delivery::new(partitions as usize, subscription.options.handler_timeout),
+            delivery: Delivery::serial(subscription.options.handler_timeout),
             retry: subscription.options.retry_policy(),
             def: subscription,
             events: Arc::clone(&self.inner.events),

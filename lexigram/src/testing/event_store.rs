@@ -63,8 +63,8 @@ fn versions(envelopes: &[EventEnvelope]) -> Vec<u64> {
     envelopes.iter().map(|e| e.stream_version).collect()
 }
 
-fn positions(envelopes: &[EventEnvelope]) -> Vec<u64> {
-    envelopes.iter().map(|e| e.global_position).collect()
+fn positions<E: std::borrow::Borrow<EventEnvelope>>(envelopes: &[E]) -> Vec<u64> {
+    envelopes.iter().map(|e| e.borrow().global_position).collect()
 }
 
 fn assert_increasing(case: &str, positions: &[u64]) {

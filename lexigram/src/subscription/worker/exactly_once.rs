@@ -26,7 +26,7 @@ impl Worker {
     pub(super) async fn exactly_once(
         &mut self,
         sink: &ExactlyOnce,
-        events: Vec<EventEnvelope>,
+        events: Vec<Arc<EventEnvelope>>,
     ) -> Result<Option<usize>, Exit> {
         let started = Instant::now();
         let max_batch_time = self.shared.def.options.max_batch_time;
@@ -40,7 +40,6 @@ impl Worker {
                 break;
             }
             let position = envelope.global_position;
-            let envelope = Arc::new(envelope);
             if self.parked_streams.contains(&envelope.stream_id) {
                 self.park(&envelope, 0, "an earlier event of this stream is parked; replay the stream's parked events to handle it".to_owned());
             } else if let Some(defect) = envelope.defect() {

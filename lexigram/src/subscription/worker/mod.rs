@@ -8,9 +8,12 @@
 mod exactly_once;
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::future::Either;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -18,10 +21,10 @@ use tracing::Instrument;
 
 use super::checkpoint::{CheckpointStore, Lease, ParkedEvent, RunStatus, lease_lost};
 use super::definition::{Reaction, Subscription};
-use super::reactor::ReactionContext;
+use super::reactor::{ReactionContext, Reactor};
 use super::task::Task;
 use crate::context::{Parent, in_scope};
-use crate::delivery::{Delivery, Retry, RetryPolicy};
+use crate::delivery::{Delivered, Delivery, Retry, RetryPolicy, guard, settle};
 use crate::error::{BoxError, Error, EventLoadError, Result};
 use crate::message::{EventEnvelope, StreamId};
 use crate::store::{EventStore, Page, Partition, PartitionSet, ReadFilter, VersionRange};
@@ -303,7 +306,7 @@ impl Worker {
             }
             let shared = Arc::clone(&self.shared);
             let batch = match &shared.def.reaction {
-                Reaction::AtLeastOnce(_) => self.at_least_once(page.events).await,
+                Reaction::AtLeastOnce(reactor) => self.at_least_once(&**reactor, page.events).await,
                 Reaction::ExactlyOnce(sink) => self.exactly_once(sink, page.events).await,
             };
             let handled = match batch {
@@ -365,21 +368,32 @@ impl Worker {
     /// early at the batch's time budget or a stop. How many were handled, or why to end.
     async fn at_least_once(
         &mut self,
-        events: Vec<EventEnvelope>,
+        reactor: &dyn Reactor,
+        events: Vec<Arc<EventEnvelope>>,
     ) -> std::result::Result<Option<usize>, Exit> {
         let started = Instant::now();
         let max_batch_time = self.shared.def.options.max_batch_time;
         let mut handled = 0usize;
+        // Reading the clock costs as much as a no-op reaction: look at it after a reaction
+        // that waited (time passed) and every `CLOCK_EVERY` events otherwise.
+        const CLOCK_EVERY: usize = 16;
+        let mut waited = false;
         for envelope in events {
-            if self.is_lost() {
+            // The loop checked both before this batch; a change since moves the versions.
+            if self.lost.has_changed().unwrap_or(true) && self.is_lost() {
                 return Err(Exit::LeaseLost);
             }
-            if self.stopping() || started.elapsed() >= max_batch_time && handled > 0 {
+            if self.stop.has_changed().unwrap_or(true) && self.stopping()
+                || handled > 0
+                    && (waited || handled.is_multiple_of(CLOCK_EVERY))
+                    && started.elapsed() >= max_batch_time
+            {
                 break;
             }
             let position = envelope.global_position;
-            if self.handle(Arc::new(envelope)).await.is_none() {
-                return Err(Exit::LeaseLost);
+            match self.handle(reactor, envelope).await {
+                Some(pending) => waited = pending,
+                None => return Err(Exit::LeaseLost),
             }
             self.cursor = position;
             handled += 1;
@@ -389,36 +403,77 @@ impl Worker {
     }
 
     /// Handles one event: delivers it, or parks it (and notes its stream). `None` when the
-    /// lease was lost meanwhile (the delivery is abandoned: the new owner delivers it again).
-    async fn handle(&mut self, envelope: Arc<EventEnvelope>) -> Option<()> {
+    /// lease was lost meanwhile (the delivery is abandoned: the new owner delivers it again);
+    /// otherwise whether the reaction waited (did not finish in its first poll).
+    ///
+    /// The first attempt is made here, inline, and watches the lease only if it waits:
+    /// most reactions finish in their first poll, and a layer of futures or a watch per
+    /// event would cost more than a no-op reaction. Retries go through [`Delivery`].
+    async fn handle(
+        &mut self,
+        reactor: &dyn Reactor,
+        envelope: Arc<EventEnvelope>,
+    ) -> Option<bool> {
         if self.parked_streams.contains(&envelope.stream_id) {
             self.park(&envelope, 0, "an earlier event of this stream is parked; replay the stream's parked events to handle it".to_owned());
-            return Some(());
+            return Some(false);
         }
-        let delivered = {
-            let deliver = deliver(&self.shared, self.partition, &envelope, false);
-            let mut lost = self.lost.clone();
-            tokio::select! {
-                delivered = deliver => delivered,
-                _ = lost.wait_for(|lost| *lost) => return None,
+        let (shared, partition) = (&*self.shared, self.partition);
+        let mut waited = false;
+        let first = match envelope.defect() {
+            Some(defect) => Err(defect.to_owned().into()),
+            None => {
+                let span = reaction_span(shared, partition, &envelope, false);
+                let mut call = std::pin::pin!(guard(attempt(
+                    shared, reactor, partition, &envelope, 1, false, &span
+                )));
+                match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
+                    Poll::Ready(outcome) => settle(outcome),
+                    Poll::Pending => {
+                        waited = true;
+                        let mut lost = self.lost.clone();
+                        tokio::select! {
+                            result = shared.delivery.finish(call) => result,
+                            _ = lost.wait_for(|lost| *lost) => return None,
+                        }
+                    }
+                }
             }
         };
-        if let Err(error) = delivered.1 {
+        let delivered = match first {
+            Ok(()) => return Some(waited),
+            Err(error) => {
+                let span = reaction_span(shared, partition, &envelope, false);
+                let retries = shared.delivery.retry_after(
+                    &shared.retry,
+                    &shared.def.name,
+                    error,
+                    |n| attempt(shared, reactor, partition, &envelope, n, false, &span),
+                    retry_for,
+                );
+                let mut lost = self.lost.clone();
+                tokio::select! {
+                    delivered = retries => delivered,
+                    _ = lost.wait_for(|lost| *lost) => return None,
+                }
+            }
+        };
+        if let Err(error) = delivered.result {
             tracing::error!(
                 target: "lexigram::subscription",
-                subscription = %self.shared.def.name,
-                partition = self.partition,
+                subscription = %shared.def.name,
+                partition,
                 stream = %envelope.stream_id,
                 stream_version = envelope.stream_version,
                 global_position = envelope.global_position,
                 event_type = %envelope.event_type,
-                attempts = delivered.0,
+                attempts = delivered.attempts,
                 %error,
                 "reaction failed for good; the event and the rest of its stream are parked"
             );
-            self.park(&envelope, delivered.0, error.to_string());
+            self.park(&envelope, delivered.attempts, error.to_string());
         }
-        Some(())
+        Some(true)
     }
 
     fn park(&mut self, envelope: &EventEnvelope, attempts: u32, error: String) {
@@ -581,10 +636,10 @@ impl Worker {
             let envelope = Arc::new(envelope);
             let shared = Arc::clone(&self.shared);
             let result = match &shared.def.reaction {
-                Reaction::AtLeastOnce(_) => {
-                    deliver(&self.shared, self.partition, &envelope, true)
+                Reaction::AtLeastOnce(reactor) => {
+                    deliver(&self.shared, &**reactor, self.partition, &envelope, true)
                         .await
-                        .1
+                        .result
                 }
                 // The writes and the removal from the parked set commit together.
                 Reaction::ExactlyOnce(sink) => match self.replay_in_tx(sink, &envelope).await {
@@ -647,13 +702,18 @@ fn context(
 }
 
 /// The `lexigram.reaction` span of one event: where it is in the log, and the trace context
-/// recorded with it.
+/// recorded with it, so the reaction joins the trace of the request that stored it. None when
+/// nothing records debug spans (the common case in production): building and entering one
+/// for every event would cost more than a no-op reaction.
 fn reaction_span(
     shared: &Shared,
     partition: u32,
     envelope: &EventEnvelope,
     replay: bool,
 ) -> tracing::Span {
+    if tracing::level_filters::LevelFilter::current() < tracing::Level::DEBUG {
+        return tracing::Span::none();
+    }
     tracing::debug_span!(
         "lexigram.reaction",
         subscription = %shared.def.name,
@@ -667,56 +727,60 @@ fn reaction_span(
     )
 }
 
-/// Delivers one event under the subscription's policy, in the event's causal scope and a
-/// `lexigram.reaction` span that carries the trace context recorded with the event (its
-/// `traceparent`), so the reaction joins the trace of the request that stored it.
-/// Returns the attempts made and the outcome.
-async fn deliver(
+/// Attempt number `attempt` at `envelope`: the reactor's call in the event's causal scope
+/// and `span`.
+fn attempt<'a>(
     shared: &Shared,
+    reactor: &'a dyn Reactor,
     partition: u32,
-    envelope: &Arc<EventEnvelope>,
+    envelope: &'a Arc<EventEnvelope>,
+    attempt: u32,
     replay: bool,
-) -> (u32, std::result::Result<(), BoxError>) {
-    if let Some(defect) = envelope.defect() {
-        return (1, Err(defect.to_owned().into()));
+    span: &tracing::Span,
+) -> impl Future<Output = std::result::Result<(), BoxError>> + 'a {
+    let ctx = context(shared, partition, envelope, attempt, replay);
+    let call = in_scope(Parent::Event(Arc::clone(envelope)), async move {
+        reactor.react(envelope, &ctx).await
+    });
+    if span.is_none() {
+        Either::Left(call)
+    } else {
+        Either::Right(call.instrument(span.clone()))
     }
-    let span = reaction_span(shared, partition, envelope, replay);
-    deliver_in(shared, partition, envelope, replay)
-        .instrument(span)
-        .await
 }
 
-async fn deliver_in(
+/// Whether a failed attempt is worth another: an event that does not decode never is.
+fn retry_for(error: &BoxError) -> Retry {
+    if error.is::<EventLoadError>() {
+        Retry::Never
+    } else {
+        Retry::WhileAttemptsRemain
+    }
+}
+
+/// Delivers one event under the subscription's policy (all attempts, with retries): the
+/// attempts made and the outcome. An undecodable event fails at once.
+async fn deliver(
     shared: &Shared,
+    reactor: &dyn Reactor,
     partition: u32,
     envelope: &Arc<EventEnvelope>,
     replay: bool,
-) -> (u32, std::result::Result<(), BoxError>) {
-    let Reaction::AtLeastOnce(reactor) = &shared.def.reaction else {
-        // Exactly-once batches run their reactor in their transaction (exactly_once.rs).
-        return (
-            1,
-            Err("an exactly-once subscription delivered outside its transaction".into()),
-        );
-    };
-    let call = |attempt| {
-        let ctx = context(shared, partition, envelope, attempt, replay);
-        let reactor = Arc::clone(reactor);
-        let event = Arc::clone(envelope);
-        in_scope(Parent::Event(Arc::clone(envelope)), async move {
-            reactor.react(&event, &ctx).await
-        })
-    };
-    let retry = |error: &BoxError| {
-        if error.is::<EventLoadError>() {
-            Retry::Never
-        } else {
-            Retry::WhileAttemptsRemain
-        }
-    };
-    let delivered = shared
+) -> Delivered {
+    if let Some(defect) = envelope.defect() {
+        return Delivered {
+            attempts: 1,
+            result: Err(defect.to_owned().into()),
+        };
+    }
+    let span = reaction_span(shared, partition, envelope, replay);
+    shared
         .delivery
-        .run(&shared.retry, &shared.def.name, call, retry)
-        .await;
-    (delivered.attempts, delivered.result)
+        .run(
+            &shared.retry,
+            &shared.def.name,
+            |n| attempt(shared, reactor, partition, envelope, n, replay, &span),
+            retry_for,
+        )
+        .await
 }
