@@ -64,7 +64,10 @@ fn versions(envelopes: &[EventEnvelope]) -> Vec<u64> {
 }
 
 fn positions<E: std::borrow::Borrow<EventEnvelope>>(envelopes: &[E]) -> Vec<u64> {
-    envelopes.iter().map(|e| e.borrow().global_position).collect()
+    envelopes
+        .iter()
+        .map(|e| e.borrow().global_position)
+        .collect()
 }
 
 fn assert_increasing(case: &str, positions: &[u64]) {
