@@ -191,3 +191,47 @@ fn two_types_under_one_name_are_refused() {
         .err();
     assert!(matches!(err, Some(SchemaError::DuplicateEventName { .. })));
 }
+
+#[tokio::test]
+async fn a_subscription_page_upcasts_old_events_and_shares_the_current_ones() -> Result<()> {
+    use lexigram::store::ReadFilter;
+
+    let store = InMemoryEventStore::new().with_schema(Arc::new(schema()?));
+    let v3 = NewEvent::from_event(
+        &Renamed {
+            first: "Grace".into(),
+            last: "Hopper".into(),
+            title: None,
+        },
+        MessageMetadata::new(),
+    )?;
+    store
+        .append(
+            "u-1",
+            vec![v1("Ada Lovelace"), v3],
+            ExpectedVersion::NoStream,
+        )
+        .await?;
+    let page = store.read_page(0, 10, &ReadFilter::all()).await?;
+    let versions: Vec<u32> = page.events.iter().map(|e| e.event_version).collect();
+    assert_eq!(
+        versions,
+        [3, 3],
+        "the v1 event is read at the current version"
+    );
+    let first: Renamed = page.events[0].decode()?;
+    assert_eq!(
+        (first.first.as_str(), first.last.as_str()),
+        ("Ada", "Lovelace")
+    );
+    let again = store.read_page(0, 10, &ReadFilter::all()).await?;
+    assert!(
+        Arc::ptr_eq(&page.events[1], &again.events[1]),
+        "an event stored at the current version is shared, not copied"
+    );
+    assert!(
+        !Arc::ptr_eq(&page.events[0], &again.events[0]),
+        "an upcast event is a copy (the stored one stays as it was written)"
+    );
+    Ok(())
+}

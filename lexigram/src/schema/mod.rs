@@ -301,16 +301,7 @@ impl SchemaRegistry {
         }
         envelopes
             .into_iter()
-            .map(|envelope| {
-                if !self.needs_upcasting(&envelope) {
-                    return envelope;
-                }
-                let fallback = envelope.clone();
-                self.upcast_envelope(envelope).unwrap_or_else(|err| {
-                    tracing::warn!(error = %err, "event left at its stored schema version");
-                    fallback
-                })
-            })
+            .map(|envelope| self.upcast_copy(&envelope).unwrap_or(envelope))
             .collect()
     }
 
@@ -325,19 +316,23 @@ impl SchemaRegistry {
         }
         envelopes
             .into_iter()
-            .map(|envelope| {
-                if !self.needs_upcasting(&envelope) {
-                    return envelope;
-                }
-                match self.upcast_envelope(EventEnvelope::clone(&envelope)) {
-                    Ok(upcast) => Arc::new(upcast),
-                    Err(err) => {
-                        tracing::warn!(error = %err, "event left at its stored schema version");
-                        envelope
-                    }
-                }
-            })
+            .map(|envelope| self.upcast_copy(&envelope).map_or(envelope, Arc::new))
             .collect()
+    }
+
+    /// An upcast copy of `envelope`, or `None` to keep it as stored: it needs no upcasting,
+    /// or its upcasting failed (logged; decoding it then reports the precise error).
+    fn upcast_copy(&self, envelope: &EventEnvelope) -> Option<EventEnvelope> {
+        if !self.needs_upcasting(envelope) {
+            return None;
+        }
+        match self.upcast_envelope(envelope.clone()) {
+            Ok(upcast) => Some(upcast),
+            Err(err) => {
+                tracing::warn!(error = %err, "event left at its stored schema version");
+                None
+            }
+        }
     }
 
     /// Whether `envelope` is stored at an older version of a type that has upcasters.
