@@ -708,6 +708,63 @@ async fn undecodable_is_parked_at_once(backend: &dyn Backend) {
     reactions.shutdown().await.unwrap();
 }
 
+// T9 for a damaged row: an event whose stored row cannot be read in full (its metadata is
+// not JSON, written behind the store's back) is parked at once, with one attempt and an error
+// naming its stream and the damage, while the other streams flow.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn t9_damaged_row_is_parked_at_once_sqlite() {
+    use lexigram::store::{SqliteConfig, SqliteEventStore};
+    use lexigram::subscription::SqliteCheckpointStore;
+    let db = Sqlite::new();
+    let store = SqliteEventStore::connect(&SqliteConfig::file(&db.path))
+        .await
+        .unwrap();
+    for stream in ["D", "E"] {
+        store
+            .append(stream, vec![numbered(stream, 1)], ExpectedVersion::Any)
+            .await
+            .unwrap();
+    }
+    sqlx::query("UPDATE lexigram_events SET metadata = 'not json' WHERE stream_id = 'D'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let checkpoints = SqliteCheckpointStore::new(&store);
+    let log = Log::default();
+    let reactions = Reactions::new(Arc::new(store), Arc::new(checkpoints));
+    let sub = quick(Subscription::builder("t9-damaged"))
+        .retry(
+            Duration::from_millis(50),
+            2.0,
+            Duration::from_secs(1),
+            0.0,
+            5,
+        )
+        .reactor(log.reactor())
+        .build()
+        .unwrap();
+    reactions.start(sub).await.unwrap();
+    reactions
+        .wait_for("t9-damaged", 2, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let parked = reactions.parked("t9-damaged").await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].stream.as_str(), "D");
+    assert_eq!(
+        parked[0].attempts, 1,
+        "no retry for a row no attempt can read"
+    );
+    assert!(
+        parked[0].error.contains("stream `D`") && parked[0].error.contains("metadata"),
+        "{}",
+        parked[0].error
+    );
+    assert_eq!(log.len(), 1, "E flows");
+    reactions.shutdown().await.unwrap();
+}
+
 on_every_backend!(
     t9_undecodable_memory,
     t9_undecodable_sqlite,

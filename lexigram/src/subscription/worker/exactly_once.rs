@@ -42,9 +42,8 @@ impl Worker {
             let position = envelope.global_position;
             if self.parked_streams.contains(&envelope.stream_id) {
                 self.park(&envelope, 0, "an earlier event of this stream is parked; replay the stream's parked events to handle it".to_owned());
-            } else if let Some(defect) = envelope.defect() {
-                let defect = defect.to_owned();
-                self.park_for_good(&envelope, 1, &defect);
+            } else if let Some(damaged) = envelope.defect_error() {
+                self.park_for_good(&envelope, 1, &damaged.to_string());
             } else {
                 let open = match &mut tx {
                     Some(open) => open,

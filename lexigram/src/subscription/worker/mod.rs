@@ -420,10 +420,15 @@ impl Worker {
         }
         let (shared, partition) = (&*self.shared, self.partition);
         let mut waited = false;
-        let first = match envelope.defect() {
-            Some(defect) => Err(defect.to_owned().into()),
-            None => {
-                let span = reaction_span(shared, partition, &envelope, false);
+        let delivered = if let Some(damaged) = envelope.defect_error() {
+            // No attempt can read it: parked at once.
+            Delivered {
+                attempts: 1,
+                result: Err(damaged.into()),
+            }
+        } else {
+            let span = reaction_span(shared, partition, &envelope, false);
+            let first = {
                 let mut call = std::pin::pin!(guard(attempt(
                     shared, reactor, partition, &envelope, 1, false, &span
                 )));
@@ -438,24 +443,21 @@ impl Worker {
                         }
                     }
                 }
-            }
-        };
-        let delivered = match first {
-            Ok(()) => return Some(waited),
-            Err(error) => {
-                let span = reaction_span(shared, partition, &envelope, false);
-                let retries = shared.delivery.retry_after(
-                    &shared.retry,
-                    &shared.def.name,
-                    error,
-                    |n| attempt(shared, reactor, partition, &envelope, n, false, &span),
-                    retry_for,
-                );
-                let mut lost = self.lost.clone();
-                tokio::select! {
-                    delivered = retries => delivered,
-                    _ = lost.wait_for(|lost| *lost) => return None,
-                }
+            };
+            let Err(error) = first else {
+                return Some(waited);
+            };
+            let retries = shared.delivery.retry_after(
+                &shared.retry,
+                &shared.def.name,
+                error,
+                |n| attempt(shared, reactor, partition, &envelope, n, false, &span),
+                retry_for,
+            );
+            let mut lost = self.lost.clone();
+            tokio::select! {
+                delivered = retries => delivered,
+                _ = lost.wait_for(|lost| *lost) => return None,
             }
         };
         if let Err(error) = delivered.result {
@@ -767,10 +769,10 @@ async fn deliver(
     envelope: &Arc<EventEnvelope>,
     replay: bool,
 ) -> Delivered {
-    if let Some(defect) = envelope.defect() {
+    if let Some(damaged) = envelope.defect_error() {
         return Delivered {
             attempts: 1,
-            result: Err(defect.to_owned().into()),
+            result: Err(damaged.into()),
         };
     }
     let span = reaction_span(shared, partition, envelope, replay);
