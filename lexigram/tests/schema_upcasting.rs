@@ -69,17 +69,22 @@ fn v1(name: &str) -> NewEvent {
     )
 }
 
-#[tokio::test]
-async fn an_aggregate_loads_v1_events_through_the_chain() -> Result<()> {
-    let store = InMemoryEventStore::new().with_schema(Arc::new(schema()?));
-    let v3 = NewEvent::from_event(
+/// An event stored at the current version (v3).
+fn grace(title: Option<&str>) -> Result<NewEvent> {
+    NewEvent::from_event(
         &Renamed {
             first: "Grace".into(),
             last: "Hopper".into(),
-            title: Some("RAdm".into()),
+            title: title.map(str::to_owned),
         },
         MessageMetadata::new(),
-    )?;
+    )
+}
+
+#[tokio::test]
+async fn an_aggregate_loads_v1_events_through_the_chain() -> Result<()> {
+    let store = InMemoryEventStore::new().with_schema(Arc::new(schema()?));
+    let v3 = grace(Some("RAdm"))?;
     store
         .append(
             "u-1",
@@ -197,14 +202,7 @@ async fn a_subscription_page_upcasts_old_events_and_shares_the_current_ones() ->
     use lexigram::store::ReadFilter;
 
     let store = InMemoryEventStore::new().with_schema(Arc::new(schema()?));
-    let v3 = NewEvent::from_event(
-        &Renamed {
-            first: "Grace".into(),
-            last: "Hopper".into(),
-            title: None,
-        },
-        MessageMetadata::new(),
-    )?;
+    let v3 = grace(None)?;
     store
         .append(
             "u-1",

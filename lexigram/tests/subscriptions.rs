@@ -675,9 +675,30 @@ async fn undecodable_is_parked_at_once(backend: &dyn Backend) {
         .append("V", vec![numbered("V", 1)], ExpectedVersion::Any)
         .await
         .unwrap();
+    let (parked, handled) = parked_at_once(store, checkpoints, "t9").await;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(
+        parked[0].attempts, 1,
+        "no retry for an event that cannot decode"
+    );
+    assert!(
+        parked[0].error.contains("test.Numbered"),
+        "{}",
+        parked[0].error
+    );
+    assert_eq!(handled, 1, "{}: V flows", backend.name());
+}
+
+/// Runs subscription `name` (five attempts per event) over a log of two events until it has
+/// passed both; the events it parked, and how many it handled.
+async fn parked_at_once(
+    store: Arc<dyn EventStore>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    name: &str,
+) -> (Vec<ParkedEvent>, usize) {
     let log = Log::default();
-    let reactions = Reactions::new(store.clone(), checkpoints);
-    let sub = quick(Subscription::builder("t9"))
+    let reactions = Reactions::new(store, checkpoints);
+    let sub = quick(Subscription::builder(name))
         .retry(
             Duration::from_millis(50),
             2.0,
@@ -690,22 +711,12 @@ async fn undecodable_is_parked_at_once(backend: &dyn Backend) {
         .unwrap();
     reactions.start(sub).await.unwrap();
     reactions
-        .wait_for("t9", 2, Duration::from_secs(10))
+        .wait_for(name, 2, Duration::from_secs(10))
         .await
         .unwrap();
-    let parked = reactions.parked("t9").await.unwrap();
-    assert_eq!(parked.len(), 1, "{parked:?}");
-    assert_eq!(
-        parked[0].attempts, 1,
-        "no retry for an event that cannot decode"
-    );
-    assert!(
-        parked[0].error.contains("test.Numbered"),
-        "{}",
-        parked[0].error
-    );
-    assert_eq!(log.len(), 1, "{}: V flows", backend.name());
+    let parked = reactions.parked(name).await.unwrap();
     reactions.shutdown().await.unwrap();
+    (parked, log.len())
 }
 
 // T9 for a damaged row: an event whose stored row cannot be read in full (its metadata is
@@ -731,25 +742,8 @@ async fn t9_damaged_row_is_parked_at_once_sqlite() {
         .await
         .unwrap();
     let checkpoints = SqliteCheckpointStore::new(&store);
-    let log = Log::default();
-    let reactions = Reactions::new(Arc::new(store), Arc::new(checkpoints));
-    let sub = quick(Subscription::builder("t9-damaged"))
-        .retry(
-            Duration::from_millis(50),
-            2.0,
-            Duration::from_secs(1),
-            0.0,
-            5,
-        )
-        .reactor(log.reactor())
-        .build()
-        .unwrap();
-    reactions.start(sub).await.unwrap();
-    reactions
-        .wait_for("t9-damaged", 2, Duration::from_secs(10))
-        .await
-        .unwrap();
-    let parked = reactions.parked("t9-damaged").await.unwrap();
+    let (parked, handled) =
+        parked_at_once(Arc::new(store), Arc::new(checkpoints), "t9-damaged").await;
     assert_eq!(parked.len(), 1, "{parked:?}");
     assert_eq!(parked[0].stream.as_str(), "D");
     assert_eq!(
@@ -761,8 +755,7 @@ async fn t9_damaged_row_is_parked_at_once_sqlite() {
         "{}",
         parked[0].error
     );
-    assert_eq!(log.len(), 1, "E flows");
-    reactions.shutdown().await.unwrap();
+    assert_eq!(handled, 1, "E flows");
 }
 
 on_every_backend!(
