@@ -574,7 +574,10 @@ async fn failing_event_is_undone_then_replayed(backend: &dyn Backend) {
     assert_exactly_once(backend.name(), &rows, total, &want);
 
     broken.store(false, Ordering::SeqCst);
-    let report = reactions.replay_parked("ledger", "f-1").await.unwrap();
+    let report = reactions
+        .replay_parked("ledger", "f-1", Duration::from_secs(20))
+        .await
+        .unwrap();
     assert_eq!((report.replayed, report.still_parked), (3, 0), "{report:?}");
     assert!(reactions.parked("ledger").await.unwrap().is_empty());
     reactions.shutdown().await.unwrap();

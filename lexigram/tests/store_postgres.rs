@@ -502,7 +502,7 @@ async fn an_older_schema_is_upgraded_and_rerunning_migrations_is_a_no_op() -> le
         .append("s", batch(2), ExpectedVersion::NoStream)
         .await?;
     // Make it look like a database from before snapshots (and checkpoints) existed.
-    sqlx::query("DROP TABLE app.es_snapshots, app.es_subscriptions, app.es_members, app.es_parked")
+    sqlx::query("DROP TABLE app.es_snapshots, app.es_subscriptions, app.es_members, app.es_parked, app.es_requests")
         .execute(store.pool())
         .await
         .unwrap();
@@ -519,7 +519,7 @@ async fn an_older_schema_is_upgraded_and_rerunning_migrations_is_a_no_op() -> le
             .fetch_all(again.pool())
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2, 3], "upgraded once, then nothing to do");
+    assert_eq!(applied, [1, 2, 3, 4], "upgraded once, then nothing to do");
     assert_eq!(store.version("s").await?, 2, "data kept");
     let snapshots = store.snapshot_store();
     snapshots

@@ -579,7 +579,7 @@ async fn parking_and_replay(backend: &dyn Backend) {
             .last_position()
             .unwrap();
     }
-    let reactions = Reactions::new(store.clone(), checkpoints);
+    let reactions = Reactions::new(store.clone(), checkpoints.clone());
     let sub = quick(Subscription::builder("t7"))
         .retry(
             Duration::from_millis(1),
@@ -626,9 +626,35 @@ async fn parking_and_replay(backend: &dyn Backend) {
     let status = reactions.status("t7").await.unwrap();
     assert_eq!((status.parked, status.lag), (3, 0), "{status:?}");
 
+    // On the node holding A's partition, while A2 still fails: nothing leaves the set.
+    let report = reactions
+        .replay_parked("t7", "A", Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!((report.replayed, report.still_parked), (0, 3), "{report:?}");
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("A2 cannot be handled")),
+        "{report:?}"
+    );
+    assert_eq!(log.len(), 4, "nothing handled");
+
+    // From another process's view: a node that does not run `t7` files a durable request,
+    // which the holder serves at its next renewal.
     broken.store(false, std::sync::atomic::Ordering::SeqCst);
-    let report = reactions.replay_parked("t7", "A").await.unwrap();
+    let operator = Reactions::new(store.clone(), checkpoints.clone());
+    let report = operator
+        .replay_parked("t7", "A", Duration::from_secs(20))
+        .await
+        .unwrap();
     assert_eq!((report.replayed, report.still_parked), (3, 0), "{report:?}");
+    let missing = operator
+        .replay_parked("no-such", "A", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("no-such"), "{missing}");
     let tail: Vec<(String, u64)> = log.0.lock()[4..]
         .iter()
         .map(|e| (e.0.clone(), e.1))
@@ -978,6 +1004,34 @@ impl CheckpointStore for CutOff {
     }
     async fn parked(&self, subscription: &str, version: u32) -> lexigram::Result<Vec<ParkedEvent>> {
         self.inner.parked(subscription, version).await
+    }
+    async fn request(
+        &self,
+        subscription: &str,
+        version: u32,
+        kind: &lexigram::subscription::RequestKind,
+    ) -> lexigram::Result<u64> {
+        self.inner.request(subscription, version, kind).await
+    }
+    async fn open_requests(
+        &self,
+        lease: &Lease,
+    ) -> lexigram::Result<Vec<lexigram::subscription::ControlRequest>> {
+        self.inner.open_requests(lease).await
+    }
+    async fn finish_request(
+        &self,
+        lease: &Lease,
+        id: u64,
+        outcome: &lexigram::subscription::ReplayReport,
+    ) -> lexigram::Result<()> {
+        self.inner.finish_request(lease, id, outcome).await
+    }
+    async fn request_state(
+        &self,
+        id: u64,
+    ) -> lexigram::Result<Option<lexigram::subscription::ControlRequest>> {
+        self.inner.request_state(id).await
     }
     async fn unpark(
         &self,

@@ -41,4 +41,3 @@ pub use registry::{ReactionConflict, ReactionDecl, ReactionHandler, ReactionRegi
 pub use sink::ExactlyOnce;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use sink::TransactionalReactor;
-pub use worker::ReplayReport;

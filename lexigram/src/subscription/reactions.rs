@@ -10,11 +10,12 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::checkpoint::{
-    CheckpointStore, NodeId, ParkedEvent, PartitionKey, PartitionState, RunStatus, SubscriptionSpec,
+    CheckpointStore, ControlRequest, NodeId, ParkedEvent, PartitionKey, PartitionState,
+    ReplayReport, RequestKind, RunStatus, SubscriptionSpec,
 };
 use super::definition::{StartFrom, Subscription};
 use super::task::Task;
-use super::worker::{self, Control, Exit, ReplayReport, Shared, Stop};
+use super::worker::{self, Control, Exit, Shared, Stop};
 use crate::delivery::Delivery;
 use crate::error::{Error, Result};
 use crate::message::StreamId;
@@ -74,10 +75,19 @@ struct Running {
 }
 
 enum Request {
+    /// Replay a stream's parked events if this node holds its partition.
     Replay {
         stream: StreamId,
-        reply: oneshot::Sender<Result<ReplayReport>>,
+        reply: oneshot::Sender<Routed>,
     },
+}
+
+/// Where the coordinator sent a request.
+enum Routed {
+    /// To the worker holding the partition here: its answer comes on the receiver.
+    Here(oneshot::Receiver<Result<ReplayReport>>),
+    /// No worker here holds the partition.
+    NotHere,
 }
 
 impl fmt::Debug for Reactions {
@@ -255,30 +265,114 @@ impl Reactions {
         self.inner.checkpoints.parked(name, version).await
     }
 
-    /// Handles the parked events of `stream` again, in their order, on the partition that
-    /// owns the stream; each that succeeds leaves the parked set, and the stream flows again
-    /// once none is left. The partition must be held by this node.
-    pub async fn replay_parked(&self, name: &str, stream: &str) -> Result<ReplayReport> {
+    /// Handles the parked events of `stream` again, in their order, on the partition that owns
+    /// the stream; each that succeeds leaves the parked set, and the stream flows again once
+    /// none is left. The checkpoint does not move.
+    ///
+    /// Works from any process sharing the checkpoint store: when this node holds the partition
+    /// the replay runs at once; otherwise it files a durable request
+    /// ([`request_replay`](Self::request_replay)) that the holder serves at its next lease
+    /// renewal (`renew_every`), or the next node to claim the partition when none holds it.
+    /// Waits for the outcome at most `timeout`: then [`Error::Timeout`], and a filed request
+    /// stays filed ([`control_request`](Self::control_request) shows its outcome later).
+    pub async fn replay_parked(
+        &self,
+        name: &str,
+        stream: &str,
+        timeout: Duration,
+    ) -> Result<ReplayReport> {
+        let deadline = tokio::time::Instant::now() + timeout;
         let requests = self
             .inner
             .running
             .lock()
             .get(name)
-            .map(|r| r.requests.clone())
-            .ok_or_else(|| not_running(name))?;
-        let (reply, answer) = oneshot::channel();
-        requests
-            .send(Request::Replay {
+            .map(|r| r.requests.clone());
+        if let Some(requests) = requests {
+            let (reply, routed) = oneshot::channel();
+            let request = Request::Replay {
                 stream: StreamId::from(stream),
                 reply,
-            })
-            .await
-            .map_err(|_| not_running(name))?;
-        answer.await.map_err(|_| Error::InvalidArgument {
-            reason: format!(
-                "the partition of stream `{stream}` in subscription `{name}` stopped before replaying; try again"
-            ),
-        })?
+            };
+            if requests.send(request).await.is_ok()
+                && let Ok(Routed::Here(answer)) = routed.await
+            {
+                return match tokio::time::timeout_at(deadline, answer).await {
+                    Ok(Ok(report)) => report,
+                    Ok(Err(_)) => Err(Error::InvalidArgument {
+                        reason: format!(
+                            "the partition of stream `{stream}` in subscription `{name}` stopped before replaying; try again"
+                        ),
+                    }),
+                    Err(_) => Err(Error::Timeout {
+                        operation: format!(
+                            "replaying the parked events of stream `{stream}` in subscription `{name}` (the replay goes on; see `Reactions::parked`)"
+                        ),
+                        after: timeout,
+                    }),
+                };
+            }
+        }
+        let id = self.request_replay(name, stream).await?;
+        self.await_request(id, deadline, timeout).await
+    }
+
+    /// Files a durable request to replay the parked events of `stream` and returns its id at
+    /// once. Whichever node holds the stream's partition serves it at its next lease renewal
+    /// (or claim); [`control_request`](Self::control_request) shows its outcome. This node
+    /// need not run the subscription (an operator's tool can file it).
+    pub async fn request_replay(&self, name: &str, stream: &str) -> Result<u64> {
+        let version = self.version_of(name).await?;
+        let kind = RequestKind::ReplayParked {
+            stream: StreamId::from(stream),
+        };
+        self.inner.checkpoints.request(name, version, &kind).await
+    }
+
+    /// A control request by id, open or served (with its outcome and the node that served
+    /// it); `None` when no request has that id.
+    pub async fn control_request(&self, id: u64) -> Result<Option<ControlRequest>> {
+        self.inner.checkpoints.request_state(id).await
+    }
+
+    /// Waits until request `id` is served, until `deadline`.
+    async fn await_request(
+        &self,
+        id: u64,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<ReplayReport> {
+        let mut wait = Duration::from_millis(5);
+        loop {
+            match self.inner.checkpoints.request_state(id).await {
+                Ok(Some(ControlRequest {
+                    outcome: Some(outcome),
+                    ..
+                })) => return Ok(outcome),
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(Error::InvalidArgument {
+                        reason: format!(
+                            "control request {id} is gone from the checkpoint store (its rows were removed outside lexigram)"
+                        ),
+                    });
+                }
+                // A store that is briefly away is asked again until the deadline.
+                Err(error) if error.is_retryable() && tokio::time::Instant::now() < deadline => {}
+                Err(error) => return Err(error),
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout {
+                    operation: format!(
+                        "waiting for control request {id} to be served (it stays filed: the node that holds, or next claims, the partition serves it; see `Reactions::control_request({id})`)"
+                    ),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(wait.min(deadline - now)).await;
+            wait = (wait * 2).min(Duration::from_millis(100));
+        }
     }
 
     /// Pauses a subscription on every node: each partition finishes its batch in flight and
@@ -577,23 +671,21 @@ impl Coordinator {
         match request {
             Request::Replay { stream, reply } => {
                 let partition = Partition::of(stream.as_str(), self.partitions);
-                match self.workers.get(&partition) {
+                let routed = match self.workers.get(&partition) {
                     Some(worker) if !worker.task.is_finished() => {
-                        let sent = worker
-                            .control
-                            .send(Control::ReplayParked { stream, reply })
-                            .await;
-                        if let Err(mpsc::error::SendError(Control::ReplayParked {
-                            reply, ..
-                        })) = sent
-                        {
-                            let _ = reply.send(Err(not_held(&self.shared.def.name, partition)));
+                        let (answer, answered) = oneshot::channel();
+                        let control = Control::ReplayParked {
+                            stream,
+                            reply: answer,
+                        };
+                        match worker.control.send(control).await {
+                            Ok(()) => Routed::Here(answered),
+                            Err(_) => Routed::NotHere,
                         }
                     }
-                    _ => {
-                        let _ = reply.send(Err(not_held(&self.shared.def.name, partition)));
-                    }
-                }
+                    _ => Routed::NotHere,
+                };
+                let _ = reply.send(routed);
             }
         }
     }
@@ -622,13 +714,5 @@ impl Coordinator {
             }
         }
         self.publish_held();
-    }
-}
-
-fn not_held(name: &str, partition: u32) -> Error {
-    Error::InvalidArgument {
-        reason: format!(
-            "partition {partition} of subscription `{name}` is not held by this node; ask the node that holds it (see `Reactions::status`)"
-        ),
     }
 }

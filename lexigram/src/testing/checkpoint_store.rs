@@ -12,8 +12,8 @@ use crate::error::{Error, Result};
 use crate::message::{EventId, StreamId};
 use crate::store::Partition;
 use crate::subscription::{
-    CheckpointStore, Lease, NodeId, ParkedEvent, PartitionKey, PartitionState, RunStatus,
-    SubscriptionSpec,
+    CheckpointStore, Lease, NodeId, ParkedEvent, PartitionKey, PartitionState, ReplayReport,
+    RequestKind, RunStatus, SubscriptionSpec,
 };
 
 /// A lease that outlives every case.
@@ -59,6 +59,7 @@ where
     register_doubles_only(&make().await?).await?;
     states_report_owners_and_parked_counts(&make().await?).await?;
     concurrent_claims_and_registrations(&make().await?).await?;
+    requests_reach_the_holder_of_their_stream(&make().await?).await?;
     Ok(())
 }
 
@@ -513,6 +514,143 @@ async fn status_is_seen_at_renewal(store: &impl CheckpointStore) -> Result<()> {
         store.renew(&renewed, LONG).await?.status,
         RunStatus::Running,
         "[{CASE}] resumed"
+    );
+    Ok(())
+}
+
+async fn requests_reach_the_holder_of_their_stream(store: &impl CheckpointStore) -> Result<()> {
+    const CASE: &str = "requests_reach_the_holder_of_their_stream";
+    let (a, b) = (node("node-a")?, node("node-b")?);
+    store.register(&spec("r", 2, 0)).await?;
+    store.register(&spec("other", 2, 0)).await?;
+    let zero = &streams_in(0, 2, 1)[0];
+    // In partition 1 of 2, and in 3 of 4 after a split.
+    let one = &streams_in(1, 2, 200)
+        .into_iter()
+        .find(|s| Partition::of(s.as_str(), 4) == 3)
+        .unwrap_or_else(|| panic!("[{CASE}] a stream in partition 3 of 4"));
+    let replay = |stream: &StreamId| RequestKind::ReplayParked {
+        stream: stream.clone(),
+    };
+    assert!(
+        matches!(
+            store.request("nobody", 1, &replay(zero)).await,
+            Err(Error::InvalidArgument { .. })
+        ),
+        "[{CASE}] a request to an unknown subscription is refused"
+    );
+    let first = store.request("r", 1, &replay(one)).await?;
+    let second = store.request("r", 1, &replay(zero)).await?;
+    let third = store.request("r", 1, &replay(one)).await?;
+    store.request("other", 1, &replay(one)).await?;
+    assert!(
+        first < second && second < third,
+        "[{CASE}] ids increase: {first} {second} {third}"
+    );
+    let filed = store.request_state(first).await?;
+    assert!(
+        filed.as_ref().is_some_and(|r| r.outcome.is_none()
+            && r.served_by.is_none()
+            && r.kind == replay(one)
+            && r.subscription == "r"),
+        "[{CASE}] an open request: {filed:?}"
+    );
+    assert!(store.request_state(third + 1_000).await?.is_none());
+
+    let lease0 = claimed(CASE, "free", store.claim(&key("r", 0), &a, LONG).await?);
+    let lease1 = claimed(CASE, "free", store.claim(&key("r", 1), &a, LONG).await?);
+    assert_eq!(
+        (lease0.open_requests, lease1.open_requests),
+        (1, 2),
+        "[{CASE}] a claim counts its partition's open requests"
+    );
+    let open: Vec<u64> = store
+        .open_requests(&lease1)
+        .await?
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        open,
+        [first, third],
+        "[{CASE}] in filing order, its own only"
+    );
+
+    let report = ReplayReport::new(2, 1, Some("x".repeat(3_000)));
+    store.finish_request(&lease0, first, &report).await?;
+    assert!(
+        store
+            .request_state(first)
+            .await?
+            .is_some_and(|r| r.outcome.is_none()),
+        "[{CASE}] another partition's lease cannot finish it"
+    );
+    store.finish_request(&lease1, first, &report).await?;
+    let done = store.request_state(first).await?;
+    let outcome = done.as_ref().and_then(|r| r.outcome.clone());
+    assert_eq!(
+        outcome.as_ref().map(|o| (o.replayed, o.still_parked)),
+        Some((2, 1)),
+        "[{CASE}] the outcome is kept: {done:?}"
+    );
+    assert_eq!(
+        outcome.and_then(|o| o.error).map(|e| e.chars().count()),
+        Some(2_000),
+        "[{CASE}] the error is cut"
+    );
+    assert_eq!(
+        done.and_then(|r| r.served_by),
+        Some(a.clone()),
+        "[{CASE}] with the node that served it"
+    );
+    store
+        .finish_request(&lease1, first, &ReplayReport::new(9, 9, None))
+        .await?;
+    assert!(
+        store
+            .request_state(first)
+            .await?
+            .and_then(|r| r.outcome)
+            .is_some_and(|o| o.replayed == 2),
+        "[{CASE}] a finished request keeps its first outcome"
+    );
+    let renewed = store.renew(&lease1, LONG).await?;
+    assert_eq!(renewed.open_requests, 1, "[{CASE}] a renewal counts again");
+
+    // Fenced: a lease taken over cannot finish a request.
+    let stolen = claimed(CASE, "own", store.claim(&key("r", 1), &a, LONG).await?);
+    lost(
+        CASE,
+        "finishing with a stale lease",
+        store
+            .finish_request(&renewed, third, &ReplayReport::new(0, 0, None))
+            .await,
+        &renewed,
+    );
+    // After a split the request follows its stream to its new partition.
+    store.split("r", 1).await?;
+    let three = claimed(CASE, "free", store.claim(&key("r", 3), &b, LONG).await?);
+    let one_now = claimed(CASE, "free", store.claim(&key("r", 1), &b, LONG).await?);
+    assert_eq!(
+        (three.open_requests, one_now.open_requests),
+        (1, 0),
+        "[{CASE}] the split moved it with its stream"
+    );
+    lost(
+        CASE,
+        "a lease from before the split",
+        store
+            .finish_request(&stolen, third, &ReplayReport::new(0, 0, None))
+            .await,
+        &stolen,
+    );
+    store
+        .finish_request(&three, third, &ReplayReport::new(1, 0, None))
+        .await?;
+    assert_eq!(
+        store.open_requests(&three).await?.len(),
+        0,
+        "[{CASE}] nothing left open there"
     );
     Ok(())
 }

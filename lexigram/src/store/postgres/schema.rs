@@ -162,6 +162,31 @@ fn migrations(names: &StoreSql<Statements>) -> Vec<Migration> {
                 ),
             ],
         },
+        Migration {
+            version: 4,
+            name: "subscription control requests",
+            statements: vec![
+                format!(
+                    "CREATE TABLE {s}.{p}requests (
+                        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                        name text NOT NULL,
+                        version bigint NOT NULL,
+                        kind text NOT NULL,
+                        stream text NOT NULL,
+                        stream_hash bigint NOT NULL,
+                        requested_at timestamptz NOT NULL DEFAULT now(),
+                        finished_at timestamptz,
+                        served_by text,
+                        replayed bigint,
+                        still_parked bigint,
+                        error text
+                    )"
+                ),
+                format!(
+                    "CREATE INDEX {p}requests_open ON {s}.{p}requests (name, version) WHERE finished_at IS NULL"
+                ),
+            ],
+        },
     ]
 }
 

@@ -168,5 +168,30 @@ fn migrations(p: &str) -> Vec<Migration> {
                 ),
             ],
         },
+        Migration {
+            version: 4,
+            name: "subscription control requests",
+            statements: vec![
+                format!(
+                    "CREATE TABLE {p}requests (
+                        id INTEGER PRIMARY KEY AUTOINCREMENT,
+                        name TEXT NOT NULL,
+                        version INTEGER NOT NULL,
+                        kind TEXT NOT NULL,
+                        stream TEXT NOT NULL,
+                        stream_hash INTEGER NOT NULL,
+                        requested_at INTEGER NOT NULL,
+                        finished_at INTEGER,
+                        served_by TEXT,
+                        replayed INTEGER,
+                        still_parked INTEGER,
+                        error TEXT
+                    )"
+                ),
+                format!(
+                    "CREATE INDEX {p}requests_open ON {p}requests (name, version) WHERE finished_at IS NULL"
+                ),
+            ],
+        },
     ]
 }

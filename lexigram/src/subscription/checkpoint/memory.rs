@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::{
-    CheckpointStore, Lease, NodeId, ParkedEvent, PartitionKey, PartitionState, RunStatus,
-    SubscriptionSpec, lease_lost, not_a_doubling,
+    CheckpointStore, ControlRequest, Lease, NodeId, ParkedEvent, PartitionKey, PartitionState,
+    ReplayReport, RequestKind, RunStatus, SubscriptionSpec, lease_lost, not_a_doubling,
 };
 use crate::error::{Error, Result};
 use crate::message::EventId;
@@ -27,6 +27,8 @@ pub struct InMemoryCheckpointStore {
 struct State {
     subscriptions: BTreeMap<(Arc<str>, u32), Sub>,
     members: BTreeMap<NodeId, Instant>,
+    /// Control requests by id (ids from 1).
+    requests: BTreeMap<u64, ControlRequest>,
 }
 
 #[derive(Debug)]
@@ -103,7 +105,29 @@ struct Held<'a> {
     partitions: u32,
 }
 
+/// Whether `request` is open and belongs to partition `partition` of `partitions` of the
+/// subscription version `key`.
+fn open_for(
+    request: &ControlRequest,
+    key: &(Arc<str>, u32),
+    partition: u32,
+    partitions: u32,
+) -> bool {
+    request.outcome.is_none()
+        && *request.subscription == *key.0
+        && request.version == key.1
+        && Partition::of(request.kind.stream().as_str(), partitions) == partition
+}
+
 impl State {
+    /// Open requests for partition `partition` of `partitions` of `key`.
+    fn open_requests(&self, key: &(Arc<str>, u32), partition: u32, partitions: u32) -> u64 {
+        self.requests
+            .values()
+            .filter(|r| open_for(r, key, partition, partitions))
+            .count() as u64
+    }
+
     /// The partition `lease` names, if the lease still holds it (same owner and epoch, not
     /// expired at `now`); [`Error::LeaseLost`] otherwise.
     fn held(&mut self, lease: &Lease, now: Instant) -> Result<Held<'_>> {
@@ -177,13 +201,16 @@ impl CheckpointStore for InMemoryCheckpointStore {
         row.owner = Some(me.clone());
         row.epoch += 1;
         row.until = Some(now + ttl);
+        let (epoch, position, status) = (row.epoch, row.position, row.status);
+        let sub_key = (Arc::clone(&key.subscription), key.version);
         Ok(Some(Lease {
             key: key.clone(),
             owner: me.clone(),
-            epoch: row.epoch,
+            epoch,
             partitions,
-            position: row.position,
-            status: row.status,
+            position,
+            status,
+            open_requests: state.open_requests(&sub_key, key.partition, partitions),
             valid_until: now + ttl,
         }))
     }
@@ -197,6 +224,8 @@ impl CheckpointStore for InMemoryCheckpointStore {
         renewed.partitions = held.partitions;
         renewed.status = held.row.status;
         renewed.valid_until = now + ttl;
+        renewed.open_requests =
+            state.open_requests(&key_of(lease), lease.key.partition, renewed.partitions);
         Ok(renewed)
     }
 
@@ -333,6 +362,66 @@ impl CheckpointStore for InMemoryCheckpointStore {
     async fn leave(&self, me: &NodeId) -> Result<()> {
         self.state.lock().members.remove(me);
         Ok(())
+    }
+
+    async fn request(&self, subscription: &str, version: u32, kind: &RequestKind) -> Result<u64> {
+        let mut state = self.state.lock();
+        if !state
+            .subscriptions
+            .contains_key(&(Arc::from(subscription), version))
+        {
+            return Err(super::not_registered(subscription, version));
+        }
+        let id = state.requests.keys().next_back().map_or(1, |last| last + 1);
+        state.requests.insert(
+            id,
+            ControlRequest {
+                id,
+                subscription: subscription.to_owned(),
+                version,
+                kind: kind.clone(),
+                outcome: None,
+                served_by: None,
+            },
+        );
+        Ok(id)
+    }
+
+    async fn open_requests(&self, lease: &Lease) -> Result<Vec<ControlRequest>> {
+        let state = self.state.lock();
+        let key = key_of(lease);
+        let Some(sub) = state.subscriptions.get(&key) else {
+            return Ok(Vec::new());
+        };
+        let partitions = sub.rows.len() as u32;
+        Ok(state
+            .requests
+            .values()
+            .filter(|r| open_for(r, &key, lease.key.partition, partitions))
+            .cloned()
+            .collect())
+    }
+
+    async fn finish_request(&self, lease: &Lease, id: u64, outcome: &ReplayReport) -> Result<()> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let partitions = state.held(lease, now)?.partitions;
+        let key = key_of(lease);
+        if let Some(request) = state.requests.get_mut(&id)
+            && open_for(request, &key, lease.key.partition, partitions)
+        {
+            request.outcome = Some(ReplayReport::new(
+                outcome.replayed,
+                outcome.still_parked,
+                outcome.error.clone(),
+            ));
+            request.served_by = Some(lease.owner.clone());
+        }
+        Ok(())
+    }
+
+    async fn request_state(&self, id: u64) -> Result<Option<ControlRequest>> {
+        Ok(self.state.lock().requests.get(&id).cloned())
     }
 
     async fn split(&self, subscription: &str, version: u32) -> Result<u32> {

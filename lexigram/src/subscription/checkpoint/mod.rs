@@ -1,6 +1,7 @@
 //! Where subscriptions keep their progress: per partition a checkpoint, a lease (owner,
-//! fencing epoch, expiry), a status and the last error; per subscription the parked events;
-//! and the live members sharing the work.
+//! fencing epoch, expiry), a status and the last error; per subscription the parked events and
+//! the control requests for whichever node holds a partition; and the live members sharing
+//! the work.
 //!
 //! Every write that moves progress is fenced: it names the lease's owner and epoch, and a
 //! claim by another node increments the epoch, so a node whose lease was taken over can run
@@ -137,6 +138,8 @@ pub struct Lease {
     pub position: u64,
     /// The partition's status at the last claim or renewal.
     pub status: RunStatus,
+    /// Control requests for this partition not served yet, at the last claim or renewal.
+    pub open_requests: u64,
     /// A local, conservative deadline: the holder stops handling when it could not renew by
     /// then (taken before the claim or renewal was sent, plus the lease's length).
     pub valid_until: tokio::time::Instant,
@@ -188,6 +191,75 @@ impl ParkedEvent {
             error,
         }
     }
+}
+
+/// What a [`ControlRequest`] asks the holder of a partition to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestKind {
+    /// Handle the parked events of `stream` again, in order (the partition that owns the
+    /// stream serves it).
+    ReplayParked {
+        /// The stream whose parked events are replayed.
+        stream: StreamId,
+    },
+}
+
+impl RequestKind {
+    /// The stream whose partition serves the request.
+    pub fn stream(&self) -> &StreamId {
+        match self {
+            Self::ReplayParked { stream } => stream,
+        }
+    }
+}
+
+/// What a replay of parked events did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayReport {
+    /// Events handled successfully and removed from the parked set.
+    pub replayed: u64,
+    /// Events still parked (the first of them failed again, or came after one that did).
+    pub still_parked: u64,
+    /// Why the replay stopped early, if it did (at most 2 000 characters).
+    pub error: Option<String>,
+}
+
+impl ReplayReport {
+    /// A report; the error is cut to 2 000 characters.
+    pub fn new(replayed: u64, still_parked: u64, error: Option<String>) -> Self {
+        Self {
+            replayed,
+            still_parked,
+            error: error.map(|e| cut(&e)),
+        }
+    }
+}
+
+/// A durable request to the node holding one partition of a subscription, filed in the
+/// checkpoint store by any process (one that does not run the subscription too) and served
+/// by the holder at its next lease claim or renewal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ControlRequest {
+    /// Its id, increasing in the order requests were filed.
+    pub id: u64,
+    /// The subscription.
+    pub subscription: String,
+    /// Its checkpoint version.
+    pub version: u32,
+    /// What it asks for.
+    pub kind: RequestKind,
+    /// What serving it did; `None` while it is open.
+    pub outcome: Option<ReplayReport>,
+    /// The node that served it.
+    pub served_by: Option<NodeId>,
+}
+
+/// `text` cut to 2 000 characters, as error columns keep it.
+pub(crate) fn cut(text: &str) -> String {
+    text.chars().take(2_000).collect()
 }
 
 /// Where one partition stands.
@@ -296,6 +368,21 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
     /// Removes `me` from the members.
     async fn leave(&self, me: &NodeId) -> Result<()>;
 
+    /// Files a control request for the partition that owns `kind`'s stream (now or after a
+    /// split); returns its id. The holder sees it at its next claim or renewal
+    /// ([`Lease::open_requests`]). An error names a subscription version not registered.
+    async fn request(&self, subscription: &str, version: u32, kind: &RequestKind) -> Result<u64>;
+
+    /// The open requests for the lease's partition, in the order they were filed.
+    async fn open_requests(&self, lease: &Lease) -> Result<Vec<ControlRequest>>;
+
+    /// Records what serving request `id` did, fenced by the lease of the partition it belongs
+    /// to ([`Error::LeaseLost`] otherwise); a request already finished keeps its first outcome.
+    async fn finish_request(&self, lease: &Lease, id: u64, outcome: &ReplayReport) -> Result<()>;
+
+    /// A request, open or finished; `None` when no request has that id.
+    async fn request_state(&self, id: u64) -> Result<Option<ControlRequest>>;
+
     /// Splits every partition of a subscription version in two: `i` of `P` keeps its row,
     /// `i + P` gets a copy of its checkpoint and status; every lease is fenced out. Returns the
     /// new count.
@@ -311,6 +398,15 @@ pub(crate) fn not_a_doubling(name: &str, have: u32, want: u32) -> Error {
             have.saturating_mul(2),
             have.saturating_mul(4)
         )],
+    }
+}
+
+/// The error for a request to a subscription version the store does not have.
+pub(crate) fn not_registered(name: &str, version: u32) -> Error {
+    Error::InvalidArgument {
+        reason: format!(
+            "no subscription `{name}` (version {version}) is registered in the checkpoint store; start it once on some node first"
+        ),
     }
 }
 

@@ -3,9 +3,10 @@
 //! larger of two numbers, an event id as text and a lock on one subscription (and in their
 //! migration step).
 //!
-//! Three tables beside the events: `<prefix>subscriptions` (one row per partition: position,
+//! Four tables beside the events: `<prefix>subscriptions` (one row per partition: position,
 //! status, lease owner, fencing epoch, lease expiry, last error), `<prefix>members` (live
-//! nodes) and `<prefix>parked` (parked events, one per subscription version and event id).
+//! nodes), `<prefix>parked` (parked events, one per subscription version and event id) and
+//! `<prefix>requests` (control requests, served by the holder of the partition of their stream).
 //! Lease times are the database's clock, never a node's.
 
 use std::sync::Arc;
@@ -14,8 +15,8 @@ use std::time::Duration;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use super::{
-    Lease, NodeId, ParkedEvent, PartitionKey, PartitionState, RunStatus, SubscriptionSpec,
-    lease_lost,
+    ControlRequest, Lease, NodeId, ParkedEvent, PartitionKey, PartitionState, ReplayReport,
+    RequestKind, RunStatus, SubscriptionSpec, cut, lease_lost, not_registered,
 };
 use crate::error::{Error, Result};
 use crate::message::{EventId, StreamId};
@@ -73,6 +74,10 @@ pub(crate) struct CheckpointSql {
     forget_members: String,
     members: String,
     leave: String,
+    request: String,
+    open_requests: String,
+    finish_request: String,
+    request_state: String,
 }
 
 impl CheckpointSql {
@@ -82,6 +87,12 @@ impl CheckpointSql {
         let subs = format!("{qualifier}{prefix}subscriptions");
         let members = format!("{qualifier}{prefix}members");
         let parked = format!("{qualifier}{prefix}parked");
+        let requests = format!("{qualifier}{prefix}requests");
+        // The open requests of the partition row being claimed or renewed.
+        let open_requests = format!(
+            "(SELECT COUNT(*) FROM {requests} r WHERE r.name = {subs}.name AND r.version = {subs}.version
+                AND r.finished_at IS NULL AND r.stream_hash % {subs}.partitions = {subs}.partition)"
+        );
         let now = spelling.now;
         let later = spelling.later;
         let until = (spelling.micros_until)("s.lease_until");
@@ -130,11 +141,11 @@ impl CheckpointSql {
                 "UPDATE {subs} SET owner = $4, epoch = epoch + 1, lease_until = {}, updated_at = {now}
                  WHERE name = $1 AND version = $2 AND partition = $3
                    AND (owner IS NULL OR owner = $4 OR lease_until IS NULL OR lease_until <= {now})
-                 RETURNING epoch, partitions, position, status",
+                 RETURNING epoch, partitions, position, status, {open_requests}",
                 later("$5")
             )),
             renew: spell(format!(
-                "UPDATE {subs} SET lease_until = {} WHERE {fenced} RETURNING partitions, status",
+                "UPDATE {subs} SET lease_until = {} WHERE {fenced} RETURNING partitions, status, {open_requests}",
                 later("$6")
             )),
             release: spell(format!(
@@ -179,6 +190,27 @@ impl CheckpointSql {
             forget_members: format!("DELETE FROM {members} WHERE alive_until <= {now}"),
             members: format!("SELECT node FROM {members} WHERE alive_until > {now}"),
             leave: spell(format!("DELETE FROM {members} WHERE node = $1")),
+            request: spell(format!(
+                "INSERT INTO {requests} (name, version, kind, stream, stream_hash, requested_at)
+                 SELECT $1, $2, $3, $4, $5, {now}
+                 WHERE EXISTS (SELECT 1 FROM {subs} WHERE name = $1 AND version = $2)
+                 RETURNING id"
+            )),
+            open_requests: spell(format!(
+                "SELECT r.id, r.kind, r.stream FROM {requests} r
+                 JOIN {subs} s ON s.name = r.name AND s.version = r.version AND s.partition = $3
+                 WHERE r.name = $1 AND r.version = $2 AND r.finished_at IS NULL
+                   AND r.stream_hash % s.partitions = $3
+                 ORDER BY r.id"
+            )),
+            finish_request: spell(format!(
+                "UPDATE {requests} SET finished_at = {now}, served_by = $1, replayed = $2, still_parked = $3, error = $4
+                 WHERE id = $5 AND name = $6 AND version = $7 AND finished_at IS NULL AND stream_hash % $8 = $9"
+            )),
+            request_state: spell(format!(
+                "SELECT id, name, version, kind, stream, served_by, replayed, still_parked, error
+                 FROM {requests} WHERE id = $1"
+            )),
         }
     }
 }
@@ -425,6 +457,7 @@ where
             partitions: to_u32(row.try_get(1).map_err(read)?),
             position: to_u64(row.try_get(2).map_err(read)?),
             status: parse_status::<D>(&status, key)?,
+            open_requests: to_u64(row.try_get(4).map_err(read)?),
             valid_until: started + ttl,
         }))
     }
@@ -446,6 +479,7 @@ where
         let mut renewed = lease.clone();
         renewed.partitions = to_u32(row.try_get(0).map_err(read)?);
         renewed.status = parse_status::<D>(&status, &lease.key)?;
+        renewed.open_requests = to_u64(row.try_get(2).map_err(read)?);
         renewed.valid_until = started + ttl;
         Ok(renewed)
     }
@@ -591,6 +625,27 @@ where
         Ok(removed)
     }
 
+    /// The fence of a write in the caller's transaction: touches the partition's row if the
+    /// lease still holds it (locking it for the rest of the transaction) and returns the
+    /// partition count; [`Error::LeaseLost`] otherwise.
+    async fn touch_in(
+        &self,
+        conn: &mut <D::Db as Database>::Connection,
+        lease: &Lease,
+        what: &str,
+    ) -> Result<i64> {
+        let partitions: Option<i64> = sqlx::query_scalar(&self.sql.fence_touch)
+            .bind(&*lease.key.subscription)
+            .bind(i64::from(lease.key.version))
+            .bind(i64::from(lease.key.partition))
+            .bind(lease.owner.as_str())
+            .bind(to_i64(lease.epoch))
+            .fetch_optional(&mut *conn)
+            .await
+            .map_err(|e| D::unavailable(what, e))?;
+        partitions.ok_or_else(|| lease_lost(lease))
+    }
+
     /// [`unpark`](Self::unpark) in the caller's transaction: fenced first, so on
     /// [`Error::LeaseLost`] the caller must roll back.
     pub(crate) async fn unpark_in(
@@ -606,16 +661,7 @@ where
             "removing parked events of subscription `{}`",
             lease.key.subscription
         );
-        let partitions: Option<i64> = sqlx::query_scalar(&self.sql.fence_touch)
-            .bind(&*lease.key.subscription)
-            .bind(i64::from(lease.key.version))
-            .bind(i64::from(lease.key.partition))
-            .bind(lease.owner.as_str())
-            .bind(to_i64(lease.epoch))
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(|e| D::unavailable(&what, e))?;
-        let partitions = partitions.ok_or_else(|| lease_lost(lease))?;
+        let partitions = self.touch_in(conn, lease, &what).await?;
         let mut removed = 0;
         for id in event_ids {
             let done = sqlx::query(&self.sql.unpark)
@@ -736,6 +782,135 @@ where
             .collect();
         members.sort();
         Ok(members)
+    }
+
+    pub(crate) async fn request(
+        &self,
+        name: &str,
+        version: u32,
+        kind: &RequestKind,
+    ) -> Result<u64> {
+        let what = format!("filing a control request for subscription `{name}`");
+        let (kind_text, stream) = match kind {
+            RequestKind::ReplayParked { stream } => ("replay_parked", stream),
+        };
+        let query = sqlx::query(&self.sql.request)
+            .bind(name)
+            .bind(i64::from(version))
+            .bind(kind_text)
+            .bind(stream.as_str())
+            .bind(i64::from(stream_hash(stream.as_str())));
+        let row = self
+            .db
+            .write_returning(query, &what)
+            .await?
+            .ok_or_else(|| not_registered(name, version))?;
+        Ok(to_u64(
+            row.try_get(0).map_err(|e| D::unavailable(&what, e))?,
+        ))
+    }
+
+    /// The request kind stored as `kind` for `stream`.
+    fn kind_of(kind: &str, stream: String, id: u64) -> Result<RequestKind> {
+        match kind {
+            "replay_parked" => Ok(RequestKind::ReplayParked {
+                stream: StreamId::from(stream.as_str()),
+            }),
+            other => Err(damaged::<D>(&format!(
+                "control request {id} has the unknown kind `{other}` (expected `replay_parked`)"
+            ))),
+        }
+    }
+
+    pub(crate) async fn open_requests(&self, lease: &Lease) -> Result<Vec<ControlRequest>> {
+        let what = format!(
+            "reading the control requests of partition {} of subscription `{}`",
+            lease.key.partition, lease.key.subscription
+        );
+        let rows = sqlx::query(&self.sql.open_requests)
+            .bind(&*lease.key.subscription)
+            .bind(i64::from(lease.key.version))
+            .bind(i64::from(lease.key.partition))
+            .fetch_all(&self.db.pool)
+            .await
+            .map_err(|e| D::unavailable(&what, e))?;
+        let read = |e| D::unavailable(&what, e);
+        let mut requests = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id = to_u64(row.try_get(0).map_err(read)?);
+            let kind: String = row.try_get(1).map_err(read)?;
+            requests.push(ControlRequest {
+                id,
+                subscription: lease.key.subscription.to_string(),
+                version: lease.key.version,
+                kind: Self::kind_of(&kind, row.try_get(2).map_err(read)?, id)?,
+                outcome: None,
+                served_by: None,
+            });
+        }
+        Ok(requests)
+    }
+
+    pub(crate) async fn finish_request(
+        &self,
+        lease: &Lease,
+        id: u64,
+        outcome: &ReplayReport,
+    ) -> Result<()>
+    where
+        for<'q> Option<&'q str>: Encode<'q, D::Db> + Type<D::Db>,
+    {
+        let what = format!(
+            "finishing control request {id} of subscription `{}`",
+            lease.key.subscription
+        );
+        let mut write = self.db.begin_write(&what).await?;
+        let partitions = self.touch_in(&mut write.tx, lease, &what).await?;
+        let error = outcome.error.as_deref().map(cut);
+        sqlx::query(&self.sql.finish_request)
+            .bind(lease.owner.as_str())
+            .bind(to_i64(outcome.replayed))
+            .bind(to_i64(outcome.still_parked))
+            .bind(error.as_deref())
+            .bind(to_i64(id))
+            .bind(&*lease.key.subscription)
+            .bind(i64::from(lease.key.version))
+            .bind(partitions)
+            .bind(i64::from(lease.key.partition))
+            .execute(&mut *write.tx)
+            .await
+            .map_err(|e| D::unavailable(&what, e))?;
+        write.commit(&what).await
+    }
+
+    pub(crate) async fn request_state(&self, id: u64) -> Result<Option<ControlRequest>> {
+        let what = format!("reading control request {id}");
+        let Some(row) = sqlx::query(&self.sql.request_state)
+            .bind(to_i64(id))
+            .fetch_optional(&self.db.pool)
+            .await
+            .map_err(|e| D::unavailable(&what, e))?
+        else {
+            return Ok(None);
+        };
+        let read = |e| D::unavailable(&what, e);
+        let kind: String = row.try_get(3).map_err(read)?;
+        let served_by: Option<String> = row.try_get(5).map_err(read)?;
+        let replayed: Option<i64> = row.try_get(6).map_err(read)?;
+        let still_parked: Option<i64> = row.try_get(7).map_err(read)?;
+        let error: Option<String> = row.try_get(8).map_err(read)?;
+        Ok(Some(ControlRequest {
+            id,
+            subscription: row.try_get(1).map_err(read)?,
+            version: to_u32(row.try_get(2).map_err(read)?),
+            kind: Self::kind_of(&kind, row.try_get(4).map_err(read)?, id)?,
+            outcome: replayed.map(|replayed| ReplayReport {
+                replayed: to_u64(replayed),
+                still_parked: to_u64(still_parked.unwrap_or(0)),
+                error,
+            }),
+            served_by: served_by.and_then(|node| NodeId::new(node).ok()),
+        }))
     }
 
     pub(crate) async fn leave(&self, me: &NodeId) -> Result<()> {
@@ -890,6 +1065,38 @@ macro_rules! sql_checkpoint_store {
 
             async fn split(&self, subscription: &str, version: u32) -> $crate::Result<u32> {
                 self.core.split(subscription, version).await
+            }
+
+            async fn request(
+                &self,
+                subscription: &str,
+                version: u32,
+                kind: &$crate::subscription::RequestKind,
+            ) -> $crate::Result<u64> {
+                self.core.request(subscription, version, kind).await
+            }
+
+            async fn open_requests(
+                &self,
+                lease: &$crate::subscription::Lease,
+            ) -> $crate::Result<Vec<$crate::subscription::ControlRequest>> {
+                self.core.open_requests(lease).await
+            }
+
+            async fn finish_request(
+                &self,
+                lease: &$crate::subscription::Lease,
+                id: u64,
+                outcome: &$crate::subscription::ReplayReport,
+            ) -> $crate::Result<()> {
+                self.core.finish_request(lease, id, outcome).await
+            }
+
+            async fn request_state(
+                &self,
+                id: u64,
+            ) -> $crate::Result<Option<$crate::subscription::ControlRequest>> {
+                self.core.request_state(id).await
             }
         }
     };

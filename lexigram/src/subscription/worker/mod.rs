@@ -15,11 +15,13 @@ use std::time::Duration;
 
 use futures_util::future::Either;
 use parking_lot::Mutex;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::checkpoint::{CheckpointStore, Lease, ParkedEvent, RunStatus, lease_lost};
+use super::checkpoint::{
+    CheckpointStore, Lease, ParkedEvent, ReplayReport, RequestKind, RunStatus, lease_lost,
+};
 use super::definition::{Reaction, Subscription};
 use super::reactor::{ReactionContext, Reactor};
 use super::task::Task;
@@ -56,18 +58,6 @@ pub(crate) enum Control {
     },
 }
 
-/// What a replay of parked events did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ReplayReport {
-    /// Events handled successfully and removed from the parked set.
-    pub replayed: u64,
-    /// Events still parked (the first of them failed again, or came after one that did).
-    pub still_parked: u64,
-    /// Why the replay stopped early, if it did.
-    pub error: Option<String>,
-}
-
 /// Why a worker ended.
 #[derive(Debug)]
 pub(crate) enum Exit {
@@ -77,10 +67,12 @@ pub(crate) enum Exit {
     LeaseLost,
 }
 
-/// The lease as the keeper last renewed it, and whether it is gone.
+/// The lease as the keeper last renewed it, whether it is gone, and a wake-up for the
+/// control requests a renewal reported.
 struct Held {
     lease: Mutex<Lease>,
     lost: watch::Sender<bool>,
+    requests: Notify,
 }
 
 impl Held {
@@ -103,7 +95,11 @@ async fn keep(shared: Arc<Shared>, held: Arc<Held>, mut done: watch::Receiver<bo
         let current = held.current();
         match shared.checkpoints.renew(&current, options.lease_ttl).await {
             Ok(renewed) => {
+                let requests = renewed.open_requests > 0;
                 *held.lease.lock() = renewed;
+                if requests {
+                    held.requests.notify_one();
+                }
                 wait = options.renew_every;
             }
             Err(Error::LeaseLost { .. }) => {
@@ -149,6 +145,9 @@ struct Worker {
     parked_streams: HashSet<StreamId>,
     /// Parked in this batch, written with the next commit.
     parking: Vec<ParkedEvent>,
+    /// The lease (by its expiry) whose open control requests were last served: a renewal
+    /// reporting requests again is looked at once.
+    requests_seen: Option<Instant>,
 }
 
 /// Runs one claimed partition until it is released, lost, or asked to stop.
@@ -165,6 +164,7 @@ pub(crate) async fn run(
     let held = Arc::new(Held {
         lease: Mutex::new(lease),
         lost: lost_tx,
+        requests: Notify::new(),
     });
     let (done_tx, done) = watch::channel(false);
     let mut keeper = Task::spawn(keep(Arc::clone(&shared), Arc::clone(&held), done));
@@ -189,6 +189,7 @@ pub(crate) async fn run(
         last_commit: Instant::now(),
         parked_streams: HashSet::new(),
         parking: Vec::new(),
+        requests_seen: None,
     };
     let exit = worker.main(&mut control).await;
     done_tx.send_replace(true);
@@ -241,6 +242,13 @@ impl Worker {
             }
             while let Ok(request) = control.try_recv() {
                 if let Some(exit) = self.serve(request).await {
+                    return exit;
+                }
+            }
+            let lease = self.held.current();
+            if lease.open_requests > 0 && self.requests_seen != Some(lease.valid_until) {
+                self.requests_seen = Some(lease.valid_until);
+                if let Some(exit) = self.serve_requests(&lease).await {
                     return exit;
                 }
             }
@@ -352,6 +360,7 @@ impl Worker {
                     () = tokio::time::sleep(wait) => {}
                     _ = self.stop.changed() => {}
                     _ = self.lost.changed() => {}
+                    () = self.held.requests.notified() => {}
                     request = control.recv() => {
                         if let Some(request) = request
                             && let Some(exit) = self.serve(request).await
@@ -526,14 +535,18 @@ impl Worker {
         }
     }
 
+    /// Commits what was handled or parked since the last commit, if anything.
+    async fn commit_pending(&mut self) -> Option<Exit> {
+        if self.cursor > self.committed || !self.parking.is_empty() {
+            self.commit().await
+        } else {
+            None
+        }
+    }
+
     /// A planned stop: commits what was handled, then ends (the caller releases).
     async fn drain(&mut self) -> Exit {
-        if (self.cursor > self.committed || !self.parking.is_empty())
-            && let Some(exit) = self.commit().await
-        {
-            return exit;
-        }
-        Exit::Released
+        self.commit_pending().await.unwrap_or(Exit::Released)
     }
 
     /// Records an error the worker cannot get past, and ends holding nothing.
@@ -598,9 +611,7 @@ impl Worker {
         match request {
             Control::ReplayParked { stream, reply } => {
                 // Commit first, so the parked set in the store is complete.
-                if (self.cursor > self.committed || !self.parking.is_empty())
-                    && let Some(exit) = self.commit().await
-                {
+                if let Some(exit) = self.commit_pending().await {
                     let _ = reply.send(Err(lease_lost(&self.held.current())));
                     return Some(exit);
                 }
@@ -610,6 +621,67 @@ impl Worker {
                 lost.then_some(Exit::LeaseLost)
             }
         }
+    }
+
+    /// Serves the control requests filed for this partition in the checkpoint store (by any
+    /// process), in the order they were filed. A request that could not be served for a
+    /// reason other than a lost lease stays open and is tried again at a later renewal.
+    async fn serve_requests(&mut self, lease: &Lease) -> Option<Exit> {
+        let (name, partition) = (Arc::clone(&self.shared.def.name), self.partition);
+        let open = match self.shared.checkpoints.open_requests(lease).await {
+            Ok(open) => open,
+            Err(error) => {
+                tracing::warn!(target: "lexigram::subscription", subscription = %name, partition, %error, "could not read the control requests; trying again at the next renewal");
+                return None;
+            }
+        };
+        for request in open {
+            let report = match &request.kind {
+                RequestKind::ReplayParked { stream } => {
+                    // Commit first, so the parked set in the store is complete.
+                    if let Some(exit) = self.commit_pending().await {
+                        return Some(exit);
+                    }
+                    self.replay(stream).await
+                }
+            };
+            let report = match report {
+                Ok(report) => report,
+                Err(Error::LeaseLost { .. }) => return Some(Exit::LeaseLost),
+                Err(error) => {
+                    tracing::warn!(target: "lexigram::subscription", subscription = %name, partition, request = request.id, %error, "could not serve a control request; it stays open");
+                    self.requests_seen = None;
+                    return None;
+                }
+            };
+            let current = self.held.current();
+            match self
+                .shared
+                .checkpoints
+                .finish_request(&current, request.id, &report)
+                .await
+            {
+                Ok(()) => tracing::info!(
+                    target: "lexigram::subscription",
+                    subscription = %name,
+                    partition,
+                    request = request.id,
+                    replayed = report.replayed,
+                    still_parked = report.still_parked,
+                    "served a control request"
+                ),
+                Err(Error::LeaseLost { .. }) => {
+                    self.held.lost.send_replace(true);
+                    return Some(Exit::LeaseLost);
+                }
+                Err(error) => {
+                    // Served, not recorded: served again later (a replay of nothing).
+                    tracing::warn!(target: "lexigram::subscription", subscription = %name, partition, request = request.id, %error, "could not record a served control request; it stays open");
+                    self.requests_seen = None;
+                }
+            }
+        }
+        None
     }
 
     /// Handles the parked events of `stream` again in position order, removing each that
@@ -678,11 +750,7 @@ impl Worker {
         if still_parked == 0 {
             self.parked_streams.remove(stream);
         }
-        Ok(ReplayReport {
-            replayed,
-            still_parked,
-            error,
-        })
+        Ok(ReplayReport::new(replayed, still_parked, error))
     }
 }
 
