@@ -1,7 +1,8 @@
 //! Durable subscriptions beside their floors, measured in the same run on the same backend:
 //!
-//! - `catch_up/<backend>/subscription`: a no-op reaction catching up over 20 000 stored events
-//!   (batch 500, one partition, a fresh checkpoint each iteration), beside
+//! - `catch_up/<backend>/subscription`: a no-op reaction (a `Reactor` whose `async fn` only
+//!   compares the position with the head) catching up over 20 000 stored events (batch 500,
+//!   one partition, a fresh checkpoint each iteration), beside
 //!   `catch_up/<backend>/read_all_floor`: the same events read with the backend's raw
 //!   `read_all` loop in pages of 500. Goal (D1, D2): ≥ 70 % of the floor.
 //! - `live/<backend>/...` (printed, not a criterion group: criterion reports means, and a
@@ -38,10 +39,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
-use lexigram::message::{MessageMetadata, NewEvent, Payload};
+use lexigram::error::BoxError;
+use lexigram::message::{EventEnvelope, MessageMetadata, NewEvent, Payload};
 use lexigram::store::{EventStore, ExpectedVersion, InMemoryEventStore};
 use lexigram::subscription::{
-    CheckpointStore, InMemoryCheckpointStore, Reactions, Subscription, reactor_fn,
+    CheckpointStore, InMemoryCheckpointStore, ReactionContext, Reactions, Reactor, Subscription,
+    reactor_fn,
 };
 
 const EVENTS: u64 = 20_000;
@@ -164,6 +167,21 @@ fn quick(name: String) -> lexigram::subscription::SubscriptionBuilder {
         .poll_interval(Duration::from_millis(100))
 }
 
+/// A no-op reaction that says when it reached `head`.
+struct UntilHead {
+    head: u64,
+    done: tokio::sync::watch::Sender<bool>,
+}
+
+impl Reactor for UntilHead {
+    async fn react(&self, event: &EventEnvelope, _: &ReactionContext) -> Result<(), BoxError> {
+        if event.global_position >= self.head {
+            self.done.send_replace(true);
+        }
+        Ok(())
+    }
+}
+
 /// How long a no-op subscription takes to catch up over the whole log.
 async fn catch_up(backend: &Backend) -> Duration {
     let head = backend.events.last_position().await.unwrap();
@@ -175,12 +193,10 @@ async fn catch_up(backend: &Backend) -> Duration {
     // The reactor does nothing but say when it reached the head (a comparison per event).
     let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let subscription = quick(name.clone())
-        .reactor(reactor_fn(move |event, _| {
-            if event.global_position >= head {
-                done_tx.send_replace(true);
-            }
-            async { Ok(()) }
-        }))
+        .reactor(UntilHead {
+            head,
+            done: done_tx,
+        })
         .build()
         .unwrap();
     let started = Instant::now();

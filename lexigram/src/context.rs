@@ -22,13 +22,36 @@ pub(crate) enum Parent {
     Scope(Arc<Scope>),
     /// An event being handled by the event bus.
     Event(Arc<EventEnvelope>),
+    /// The event a batch of reactions is handling now.
+    Following(Arc<dyn CurrentEvent>),
+}
+
+/// A source of the event being handled that changes as the handling moves on (a batch of a
+/// durable subscription, one scope for all its events).
+pub(crate) trait CurrentEvent: Send + Sync {
+    /// The event being handled now.
+    fn current(&self) -> Option<&EventEnvelope>;
+
+    /// The same, shared.
+    fn current_shared(&self) -> Option<Arc<EventEnvelope>>;
 }
 
 impl Parent {
-    fn metadata(&self) -> &MessageMetadata {
+    /// This parent as it is now: a [`Following`](Parent::Following) parent is pinned to the
+    /// event it follows at this moment (a scope's metadata is made later, when the batch may
+    /// have moved on).
+    fn pinned(&self) -> Option<Parent> {
         match self {
-            Parent::Scope(scope) => scope.metadata(),
-            Parent::Event(envelope) => &envelope.metadata,
+            Parent::Following(source) => source.current_shared().map(Parent::Event),
+            other => Some(other.clone()),
+        }
+    }
+
+    fn metadata(&self) -> Option<&MessageMetadata> {
+        match self {
+            Parent::Scope(scope) => Some(scope.metadata()),
+            Parent::Event(envelope) => Some(&envelope.metadata),
+            Parent::Following(source) => source.current().map(|e| &e.metadata),
         }
     }
 }
@@ -50,7 +73,7 @@ impl Scope {
     /// A scope for a message sent now: a child of the message being handled, if any.
     pub(crate) fn child_of_current() -> Arc<Self> {
         Arc::new(Self {
-            parent: CURRENT.try_with(Parent::clone).ok(),
+            parent: CURRENT.try_with(Parent::pinned).ok().flatten(),
             metadata: OnceLock::new(),
         })
     }
@@ -65,10 +88,11 @@ impl Scope {
 
     /// The metadata: given, caused by the parent, or new.
     pub(crate) fn metadata(&self) -> &MessageMetadata {
-        self.metadata.get_or_init(|| match &self.parent {
-            Some(parent) => MessageMetadata::caused_by(parent.metadata()),
-            None => MessageMetadata::new(),
-        })
+        self.metadata
+            .get_or_init(|| match self.parent.as_ref().and_then(Parent::metadata) {
+                Some(parent) => MessageMetadata::caused_by(parent),
+                None => MessageMetadata::new(),
+            })
     }
 }
 
@@ -89,13 +113,18 @@ pub(crate) fn in_scope<F: Future>(parent: Parent, future: F) -> impl Future<Outp
 /// Metadata for a message created now: caused by the message being handled, or new.
 pub(crate) fn caused_metadata() -> MessageMetadata {
     CURRENT
-        .try_with(|parent| MessageMetadata::caused_by(parent.metadata()))
-        .unwrap_or_else(|_| MessageMetadata::new())
+        .try_with(|parent| parent.metadata().map(MessageMetadata::caused_by))
+        .ok()
+        .flatten()
+        .unwrap_or_default()
 }
 
 /// The metadata of the message being handled by the current task, if any.
 pub(crate) fn current_metadata() -> Option<MessageMetadata> {
-    CURRENT.try_with(|parent| parent.metadata().clone()).ok()
+    CURRENT
+        .try_with(|parent| parent.metadata().cloned())
+        .ok()
+        .flatten()
 }
 
 #[cfg(test)]

@@ -321,21 +321,41 @@ async fn a_command_sent_by_a_reaction_is_caused_by_the_event() {
         .build()
         .await
         .unwrap();
-    let metadata = MessageMetadata::new();
-    let event = NewEvent::from_event(
-        &Opened {
-            account: "acc-9".into(),
-        },
-        metadata.clone(),
-    )
-    .unwrap();
-    let position = append(&app, "acc-9", event).await;
+    // Three events in one append: one page, one batch; each command is caused by its own.
+    let metadata: Vec<MessageMetadata> = (0..3).map(|_| MessageMetadata::new()).collect();
+    let events = metadata
+        .iter()
+        .enumerate()
+        .map(|(i, metadata)| {
+            NewEvent::from_event(
+                &Opened {
+                    account: format!("acc-{i}"),
+                },
+                metadata.clone(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let store = app
+        .get::<dyn EventStore>()
+        .expect("the events module provides the store");
+    let position = store
+        .append("acc-9", events, ExpectedVersion::Any)
+        .await
+        .unwrap()
+        .last_position()
+        .unwrap();
     wait(&app, "test.causal", position).await;
     let recorded = recorded.0.lock().clone();
-    assert_eq!(recorded.len(), 1, "{recorded:?}");
-    let (account, caused) = &recorded[0];
-    assert_eq!(account, "acc-9");
-    assert_eq!(caused.correlation_id(), metadata.correlation_id());
-    assert_eq!(caused.causation_id(), Some(metadata.message_id()));
+    assert_eq!(recorded.len(), 3, "{recorded:?}");
+    for (i, ((account, caused), metadata)) in recorded.iter().zip(&metadata).enumerate() {
+        assert_eq!(account, &format!("acc-{i}"));
+        assert_eq!(caused.correlation_id(), metadata.correlation_id());
+        assert_eq!(
+            caused.causation_id(),
+            Some(metadata.message_id()),
+            "event {i}"
+        );
+    }
     app.shutdown().await.unwrap();
 }

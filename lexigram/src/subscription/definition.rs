@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::reactor::Reactor;
 use super::sink::ExactlyOnce;
+use super::worker::{Runner, runner};
 use crate::delivery::{Backoff, RetryPolicy};
 use crate::error::{Error, Result};
 use crate::message::Event;
@@ -156,7 +157,7 @@ pub struct Subscription {
 #[derive(Clone)]
 pub(crate) enum Reaction {
     /// A [`Reactor`]: at-least-once effects anywhere; the checkpoint commits on its own.
-    AtLeastOnce(Arc<dyn Reactor>),
+    AtLeastOnce(Arc<dyn Runner>),
     /// A transactional reactor: its writes commit with the checkpoint.
     ExactlyOnce(ExactlyOnce),
 }
@@ -229,7 +230,7 @@ pub struct SubscriptionBuilder {
     partitions: u32,
     start: StartFrom,
     event_types: Option<Vec<Arc<str>>>,
-    reactor: Option<Arc<dyn Reactor>>,
+    reactor: Option<Arc<dyn Runner>>,
     exactly_once: Option<ExactlyOnce>,
     options: SubscriptionOptions,
 }
@@ -247,7 +248,7 @@ impl SubscriptionBuilder {
     /// Who reacts to the events (required).
     #[must_use]
     pub fn reactor(mut self, reactor: impl Reactor) -> Self {
-        self.reactor = Some(Arc::new(reactor));
+        self.reactor = Some(runner(reactor));
         self
     }
 
@@ -256,13 +257,6 @@ impl SubscriptionBuilder {
     #[must_use]
     pub fn exactly_once(mut self, sink: ExactlyOnce) -> Self {
         self.exactly_once = Some(sink);
-        self
-    }
-
-    /// Who reacts to the events, already shared.
-    #[must_use]
-    pub fn shared_reactor(mut self, reactor: Arc<dyn Reactor>) -> Self {
-        self.reactor = Some(reactor);
         self
     }
 

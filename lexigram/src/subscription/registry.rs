@@ -7,7 +7,6 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::definition::{StartFrom, Subscription, SubscriptionBuilder};
@@ -334,7 +333,6 @@ impl ReactionRegistry {
 /// order (a retry calls them all again, so each must be idempotent on its own).
 struct Routes(BTreeMap<&'static str, Vec<Erased>>);
 
-#[async_trait]
 impl Reactor for Routes {
     async fn react(
         &self,

@@ -5,28 +5,29 @@
 //! write is one fenced statement (or one short transaction with the parked events), so it
 //! never holds back a PostgreSQL reader's watermark.
 
+mod at_least_once;
 mod exactly_once;
+
+pub(crate) use at_least_once::{Runner, runner};
 
 use std::collections::HashSet;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::Duration;
 
-use futures_util::future::Either;
+use futures_util::future::{BoxFuture, MaybeDone, maybe_done};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use super::checkpoint::{
     CheckpointStore, Lease, ParkedEvent, ReplayReport, RequestKind, RunStatus, lease_lost,
 };
 use super::definition::{Reaction, Subscription};
-use super::reactor::{ReactionContext, Reactor};
+use super::reactor::{Batch, ReactionContext};
 use super::task::Task;
-use crate::context::{Parent, in_scope};
-use crate::delivery::{Delivered, Delivery, Retry, RetryPolicy, guard, settle};
+use crate::delivery::{Delivery, Retry, RetryPolicy};
 use crate::error::{BoxError, Error, EventLoadError, Result};
 use crate::message::{EventEnvelope, StreamId};
 use crate::store::{EventStore, Page, Partition, PartitionSet, ReadFilter, VersionRange};
@@ -129,7 +130,7 @@ async fn keep(shared: Arc<Shared>, held: Arc<Held>, mut done: watch::Receiver<bo
 }
 
 /// A partition worker's state between batches.
-struct Worker {
+pub(crate) struct Worker {
     shared: Arc<Shared>,
     held: Arc<Held>,
     lost: watch::Receiver<bool>,
@@ -232,7 +233,7 @@ impl Worker {
         let mut signal_open = true;
         let mut read_failures = 0u32;
         let mut unsettled_wait = Duration::ZERO;
-        let mut ahead: Option<(u64, Task<Result<Page>>)> = None;
+        let mut ahead: Option<(u64, ReadAhead)> = None;
         loop {
             if self.is_lost() {
                 return Exit::LeaseLost;
@@ -264,15 +265,18 @@ impl Worker {
             let options = &self.shared.def.options;
             let read = match ahead.take() {
                 // The page read ahead while the last one was handled, if it starts here.
-                Some((after, mut task)) if after == self.cursor => match task.join().await {
-                    Ok(read) => read,
-                    Err(_) => {
-                        self.shared
-                            .events
-                            .read_page(self.cursor, options.batch_size, &self.filter)
-                            .await
+                Some((after, mut next)) if after == self.cursor => {
+                    (&mut next).await;
+                    match Pin::new(&mut next).take_output() {
+                        Some(read) => read,
+                        None => {
+                            self.shared
+                                .events
+                                .read_page(self.cursor, options.batch_size, &self.filter)
+                                .await
+                        }
                     }
-                },
+                }
                 _ => {
                     self.shared
                         .events
@@ -298,7 +302,6 @@ impl Worker {
                 }
             };
             let full = page.events.len() >= options.batch_size;
-            let count = page.events.len();
             // Catching up: read the next page while this one is handled and committed.
             if full && let Some(last) = page.events.last() {
                 let after = last.global_position;
@@ -307,34 +310,21 @@ impl Worker {
                     self.filter.clone(),
                     options.batch_size,
                 );
-                ahead = Some((
-                    after,
-                    Task::spawn(async move { events.read_page(after, limit, &filter).await }),
-                ));
+                let read: BoxFuture<'static, Result<Page>> =
+                    Box::pin(async move { events.read_page(after, limit, &filter).await });
+                ahead = Some((after, maybe_done(read)));
             }
-            let shared = Arc::clone(&self.shared);
-            let batch = match &shared.def.reaction {
-                Reaction::AtLeastOnce(reactor) => self.at_least_once(&**reactor, page.events).await,
-                Reaction::ExactlyOnce(sink) => self.exactly_once(sink, page.events).await,
+            let work = self.run_page(page);
+            let outcome = match ahead.as_mut() {
+                Some((_, next)) => alongside(work, next).await,
+                None => work.await,
             };
-            let handled = match batch {
-                Ok(Some(handled)) => handled,
+            let whole_page = match outcome {
+                Ok(Some(whole_page)) => whole_page,
                 // Rolled back: read again from the committed checkpoint.
                 Ok(None) => continue,
                 Err(exit) => return exit,
             };
-            let whole_page = handled == count;
-            if whole_page {
-                self.cursor = self.cursor.max(page.scanned_to);
-            }
-            let moved_only_over_others = handled == 0 && self.parking.is_empty();
-            let due = !moved_only_over_others
-                || self.last_commit.elapsed() >= self.shared.def.options.poll_interval;
-            if (self.cursor > self.committed && due || !self.parking.is_empty())
-                && let Some(exit) = self.commit().await
-            {
-                return exit;
-            }
             if whole_page && !full {
                 // Caught up: wait for an append, a poll, a request or a stop.
                 let poll = self.shared.def.options.poll_interval;
@@ -371,120 +361,6 @@ impl Worker {
                 }
             }
         }
-    }
-
-    /// Delivers the events of a page one by one (the checkpoint commits after them); stops
-    /// early at the batch's time budget or a stop. How many were handled, or why to end.
-    async fn at_least_once(
-        &mut self,
-        reactor: &dyn Reactor,
-        events: Vec<Arc<EventEnvelope>>,
-    ) -> std::result::Result<Option<usize>, Exit> {
-        let started = Instant::now();
-        let max_batch_time = self.shared.def.options.max_batch_time;
-        let mut handled = 0usize;
-        // Reading the clock costs as much as a no-op reaction: look at it after a reaction
-        // that waited (time passed) and every `CLOCK_EVERY` events otherwise.
-        const CLOCK_EVERY: usize = 16;
-        let mut waited = false;
-        for envelope in events {
-            // The loop checked both before this batch; a change since moves the versions.
-            if self.lost.has_changed().unwrap_or(true) && self.is_lost() {
-                return Err(Exit::LeaseLost);
-            }
-            if self.stop.has_changed().unwrap_or(true) && self.stopping()
-                || handled > 0
-                    && (waited || handled.is_multiple_of(CLOCK_EVERY))
-                    && started.elapsed() >= max_batch_time
-            {
-                break;
-            }
-            let position = envelope.global_position;
-            match self.handle(reactor, envelope).await {
-                Some(pending) => waited = pending,
-                None => return Err(Exit::LeaseLost),
-            }
-            self.cursor = position;
-            handled += 1;
-            crate::fault::point("subscription.after_handle").await;
-        }
-        Ok(Some(handled))
-    }
-
-    /// Handles one event: delivers it, or parks it (and notes its stream). `None` when the
-    /// lease was lost meanwhile (the delivery is abandoned: the new owner delivers it again);
-    /// otherwise whether the reaction waited (did not finish in its first poll).
-    ///
-    /// The first attempt is made here, inline, and watches the lease only if it waits:
-    /// most reactions finish in their first poll, and a layer of futures or a watch per
-    /// event would cost more than a no-op reaction. Retries go through [`Delivery`].
-    async fn handle(
-        &mut self,
-        reactor: &dyn Reactor,
-        envelope: Arc<EventEnvelope>,
-    ) -> Option<bool> {
-        if self.parked_streams.contains(&envelope.stream_id) {
-            self.park(&envelope, 0, "an earlier event of this stream is parked; replay the stream's parked events to handle it".to_owned());
-            return Some(false);
-        }
-        let (shared, partition) = (&*self.shared, self.partition);
-        let mut waited = false;
-        let delivered = if let Some(damaged) = envelope.defect_error() {
-            // No attempt can read it: parked at once.
-            Delivered {
-                attempts: 1,
-                result: Err(damaged.into()),
-            }
-        } else {
-            let span = reaction_span(shared, partition, &envelope, false);
-            let first = {
-                let mut call = std::pin::pin!(guard(attempt(
-                    shared, reactor, partition, &envelope, 1, false, &span
-                )));
-                match std::future::poll_fn(|cx| Poll::Ready(call.as_mut().poll(cx))).await {
-                    Poll::Ready(outcome) => settle(outcome),
-                    Poll::Pending => {
-                        waited = true;
-                        let mut lost = self.lost.clone();
-                        tokio::select! {
-                            result = shared.delivery.finish(call) => result,
-                            _ = lost.wait_for(|lost| *lost) => return None,
-                        }
-                    }
-                }
-            };
-            let Err(error) = first else {
-                return Some(waited);
-            };
-            let retries = shared.delivery.retry_after(
-                &shared.retry,
-                &shared.def.name,
-                error,
-                |n| attempt(shared, reactor, partition, &envelope, n, false, &span),
-                retry_for,
-            );
-            let mut lost = self.lost.clone();
-            tokio::select! {
-                delivered = retries => delivered,
-                _ = lost.wait_for(|lost| *lost) => return None,
-            }
-        };
-        if let Err(error) = delivered.result {
-            tracing::error!(
-                target: "lexigram::subscription",
-                subscription = %shared.def.name,
-                partition,
-                stream = %envelope.stream_id,
-                stream_version = envelope.stream_version,
-                global_position = envelope.global_position,
-                event_type = %envelope.event_type,
-                attempts = delivered.attempts,
-                %error,
-                "reaction failed for good; the event and the rest of its stream are parked"
-            );
-            self.park(&envelope, delivered.attempts, error.to_string());
-        }
-        Some(true)
     }
 
     fn park(&mut self, envelope: &EventEnvelope, attempts: u32, error: String) {
@@ -533,6 +409,34 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Handles a page and commits what it did (now, or at the next poll when it only moved
+    /// over other partitions' events). Whether it handled the whole page, `None` when it was
+    /// rolled back (read again from the checkpoint), or why to end.
+    async fn run_page(&mut self, page: Page) -> std::result::Result<Option<bool>, Exit> {
+        let count = page.events.len();
+        let shared = Arc::clone(&self.shared);
+        let batch = match &shared.def.reaction {
+            Reaction::AtLeastOnce(runner) => runner.batch(self, page.events).await,
+            Reaction::ExactlyOnce(sink) => self.exactly_once(sink, page.events).await,
+        };
+        let Some(handled) = batch? else {
+            return Ok(None);
+        };
+        let whole_page = handled == count;
+        if whole_page {
+            self.cursor = self.cursor.max(page.scanned_to);
+        }
+        let moved_only_over_others = handled == 0 && self.parking.is_empty();
+        let due = !moved_only_over_others
+            || self.last_commit.elapsed() >= self.shared.def.options.poll_interval;
+        if (self.cursor > self.committed && due || !self.parking.is_empty())
+            && let Some(exit) = self.commit().await
+        {
+            return Err(exit);
+        }
+        Ok(Some(whole_page))
     }
 
     /// Commits what was handled or parked since the last commit, if anything.
@@ -710,8 +614,9 @@ impl Worker {
             let envelope = Arc::new(envelope);
             let shared = Arc::clone(&self.shared);
             let result = match &shared.def.reaction {
-                Reaction::AtLeastOnce(reactor) => {
-                    deliver(&self.shared, &**reactor, self.partition, &envelope, true)
+                Reaction::AtLeastOnce(runner) => {
+                    runner
+                        .deliver(&self.shared, self.partition, Arc::clone(&envelope), true)
                         .await
                         .result
                 }
@@ -754,7 +659,24 @@ impl Worker {
     }
 }
 
-/// The context of one attempt at `envelope`.
+/// The next page, read while this one is handled.
+type ReadAhead = MaybeDone<BoxFuture<'static, Result<Page>>>;
+
+/// Runs `main` to its end while polling `side` too (which may end first, or stay unfinished
+/// for later): the next page is read while a batch is handled, in the same task, so catching
+/// up costs no task hand-over per page.
+async fn alongside<F: Future>(main: F, side: &mut ReadAhead) -> F::Output {
+    let mut main = std::pin::pin!(main);
+    std::future::poll_fn(|cx| {
+        // Once done it stays done (its output is taken only after this returns), and
+        // polling it again is a no-op.
+        let _ = Pin::new(&mut *side).poll(cx);
+        main.as_mut().poll(cx)
+    })
+    .await
+}
+
+/// The context of attempt `attempt` at `envelope` alone (in a batch of one).
 fn context(
     shared: &Shared,
     partition: u32,
@@ -762,13 +684,12 @@ fn context(
     attempt: u32,
     replay: bool,
 ) -> ReactionContext {
-    ReactionContext {
-        envelope: Arc::clone(envelope),
-        subscription: Arc::clone(&shared.def.name),
+    Batch::one(
+        Arc::clone(envelope),
+        Arc::clone(&shared.def.name),
         partition,
-        attempt,
-        replay,
-    }
+    )
+    .context(0, attempt, replay)
 }
 
 /// The `lexigram.reaction` span of one event: where it is in the log, and the trace context
@@ -797,28 +718,6 @@ fn reaction_span(
     )
 }
 
-/// Attempt number `attempt` at `envelope`: the reactor's call in the event's causal scope
-/// and `span`.
-fn attempt<'a>(
-    shared: &Shared,
-    reactor: &'a dyn Reactor,
-    partition: u32,
-    envelope: &'a Arc<EventEnvelope>,
-    attempt: u32,
-    replay: bool,
-    span: &tracing::Span,
-) -> impl Future<Output = std::result::Result<(), BoxError>> + 'a {
-    let ctx = context(shared, partition, envelope, attempt, replay);
-    let call = in_scope(Parent::Event(Arc::clone(envelope)), async move {
-        reactor.react(envelope, &ctx).await
-    });
-    if span.is_none() {
-        Either::Left(call)
-    } else {
-        Either::Right(call.instrument(span.clone()))
-    }
-}
-
 /// Whether a failed attempt is worth another: an event that does not decode never is.
 fn retry_for(error: &BoxError) -> Retry {
     if error.is::<EventLoadError>() {
@@ -826,31 +725,4 @@ fn retry_for(error: &BoxError) -> Retry {
     } else {
         Retry::WhileAttemptsRemain
     }
-}
-
-/// Delivers one event under the subscription's policy (all attempts, with retries): the
-/// attempts made and the outcome. An undecodable event fails at once.
-async fn deliver(
-    shared: &Shared,
-    reactor: &dyn Reactor,
-    partition: u32,
-    envelope: &Arc<EventEnvelope>,
-    replay: bool,
-) -> Delivered {
-    if let Some(damaged) = envelope.defect_error() {
-        return Delivered {
-            attempts: 1,
-            result: Err(damaged.into()),
-        };
-    }
-    let span = reaction_span(shared, partition, envelope, replay);
-    shared
-        .delivery
-        .run(
-            &shared.retry,
-            &shared.def.name,
-            |n| attempt(shared, reactor, partition, envelope, n, replay, &span),
-            retry_for,
-        )
-        .await
 }
