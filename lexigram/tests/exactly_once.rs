@@ -43,6 +43,8 @@ const ROLE: &str = "LEXIGRAM_TEST_ROLE";
 struct Ledger {
     fail: Option<(String, u64)>,
     broken: Arc<AtomicBool>,
+    /// A pause after each event's writes (a slow projection, so a rebuild takes a while).
+    delay: Option<Duration>,
 }
 
 impl Ledger {
@@ -50,6 +52,13 @@ impl Ledger {
         Self {
             fail: None,
             broken: Arc::new(AtomicBool::new(false)),
+            delay: None,
+        }
+    }
+
+    async fn slow_down(&self) {
+        if let Some(delay) = self.delay {
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -97,8 +106,19 @@ impl TransactionalReactor<sqlx::Sqlite> for Ledger {
         sqlx::query("UPDATE totals SET events = events + 1 WHERE id = 1")
             .execute(&mut *conn)
             .await?;
+        self.slow_down().await;
         // After the writes: a failure must undo them.
         self.check(&e)
+    }
+
+    async fn reset(&self, conn: &mut sqlx::SqliteConnection) -> Result<(), BoxError> {
+        sqlx::query("DELETE FROM ledger")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("UPDATE totals SET events = 0 WHERE id = 1")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -121,7 +141,18 @@ impl TransactionalReactor<sqlx::Postgres> for Ledger {
         sqlx::query("UPDATE totals SET events = events + 1 WHERE id = 1")
             .execute(&mut *conn)
             .await?;
+        self.slow_down().await;
         self.check(&e)
+    }
+
+    async fn reset(&self, conn: &mut sqlx::PgConnection) -> Result<(), BoxError> {
+        sqlx::query("DELETE FROM ledger")
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query("UPDATE totals SET events = 0 WHERE id = 1")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 }
 
@@ -599,6 +630,134 @@ async fn a_failing_event_is_undone_parked_and_replayed_postgres() {
         return;
     };
     failing_event_is_undone_then_replayed(&backend).await;
+}
+
+// T15, T16 and T20: a slow projection (1 ms per event) over 1 000 events is rebuilt while a
+// writer appends about 200 events/s. The first rebuild is cancelled by a pause at 40 % (no
+// partition moves on after its batch in flight, and `wait_for` times out meanwhile); a second
+// rebuild starts over from the reset and runs to its end with progress that only moves
+// forward, towards a target fixed at its start. Afterwards the ledger holds every event
+// exactly once, in order per stream, as a fresh projection over the log would.
+async fn rebuild_while_live(backend: &dyn Backend) {
+    let mut ledger = Ledger::new();
+    ledger.delay = Some(Duration::from_millis(1));
+    let (store, checkpoints, sink) = backend.open(ledger).await;
+    let head = append_streams(&*store, "r", 40, 25).await;
+    let reactions = Reactions::new(store.clone(), checkpoints.clone());
+    reactions.start(subscription(sink, 2, 20)).await.unwrap();
+    reactions
+        .wait_for("ledger", head, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        reactions.rebuild_progress("ledger").await.unwrap(),
+        None,
+        "never rebuilt"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut seq = 0;
+            while !stop.load(Ordering::SeqCst) && seq < 10_000 {
+                seq += 1;
+                store
+                    .append("live", vec![numbered("live", seq)], ExpectedVersion::Any)
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seq
+        })
+    };
+
+    // T16: cancelled at 40 % by a pause.
+    let first = reactions.rebuild("ledger").await.unwrap();
+    assert!(first.target >= head && first.position == 0, "{first:?}");
+    let started = Instant::now();
+    let at = loop {
+        let now = reactions.rebuild_progress("ledger").await.unwrap().unwrap();
+        if now.fraction() >= 0.4 {
+            break now;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{now:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    reactions.pause("ledger").await.unwrap();
+    // Each partition stops after the batch it commits next.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let paused = reactions.rebuild_progress("ledger").await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let later = reactions.rebuild_progress("ledger").await.unwrap().unwrap();
+    assert_eq!(later.position, paused.position, "paused: nothing moves");
+    assert!(later.position < later.target, "{at:?} {later:?}");
+    let timeout = reactions
+        .wait_for("ledger", first.target, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(timeout, lexigram::Error::Timeout { .. }),
+        "T20: wait_for times out while paused: {timeout}"
+    );
+
+    // T15: rebuilt again from the reset, to the end, while the writer goes on.
+    reactions.resume("ledger").await.unwrap();
+    let second = reactions.rebuild("ledger").await.unwrap();
+    assert!(second.target >= first.target, "{first:?} {second:?}");
+    assert!(
+        backend.ledger().await.0.len() as u64 <= second.target,
+        "the reset emptied the model"
+    );
+    let mut seen = Vec::new();
+    let done = reactions
+        .wait_rebuilt("ledger", Duration::from_secs(120), |p| seen.push(p.clone()))
+        .await
+        .unwrap();
+    assert!(
+        done.is_done() && done.eta == Some(Duration::ZERO),
+        "{done:?}"
+    );
+    assert!(
+        seen.iter().all(|p| p.target == second.target),
+        "the target is fixed at the start: {seen:?}"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0].position <= w[1].position),
+        "progress only moves forward: {seen:?}"
+    );
+    assert!(
+        seen.len() >= 2,
+        "progress was reported along the way: {seen:?}"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    let live = writer.await.unwrap();
+    let head = store.last_position().await.unwrap();
+    reactions
+        .wait_for("ledger", head, Duration::from_secs(60))
+        .await
+        .unwrap();
+    reactions.shutdown().await.unwrap();
+    let (rows, total) = backend.ledger().await;
+    let mut want: BTreeMap<String, u64> = (0..40).map(|s| (format!("r-{s}"), 25)).collect();
+    want.insert("live".into(), live);
+    assert_exactly_once(backend.name(), &rows, total, &want);
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t15_t16_rebuild_while_live_after_a_cancelled_one_sqlite() {
+    rebuild_while_live(&Sqlite::new()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t15_t16_rebuild_while_live_after_a_cancelled_one_postgres() {
+    let Some(backend) = Postgres::new().await else {
+        return;
+    };
+    rebuild_while_live(&backend).await;
 }
 
 // T11: three worker processes share 8 partitions; worker A is killed with SIGKILL mid-run.

@@ -996,7 +996,7 @@ impl CheckpointStore for CutOff {
         lease: &Lease,
         position: u64,
         parked: &[ParkedEvent],
-    ) -> lexigram::Result<()> {
+    ) -> lexigram::Result<RunStatus> {
         self.inner.commit(lease, position, parked).await
     }
     async fn record_error(&self, lease: &Lease, error: &str) -> lexigram::Result<()> {
@@ -1032,6 +1032,14 @@ impl CheckpointStore for CutOff {
         id: u64,
     ) -> lexigram::Result<Option<lexigram::subscription::ControlRequest>> {
         self.inner.request_state(id).await
+    }
+    async fn rebuild(
+        &self,
+        subscription: &str,
+        version: u32,
+        target: u64,
+    ) -> lexigram::Result<u32> {
+        self.inner.rebuild(subscription, version, target).await
     }
     async fn unpark(
         &self,

@@ -348,6 +348,19 @@ pub enum Error {
         /// The epoch of the lost lease.
         epoch: u64,
     },
+
+    /// An exactly-once reaction could not empty its read model for a rebuild; nothing was
+    /// reset, and its checkpoints are where they were.
+    #[error(
+        "reaction `{subscription}` could not reset its read model for a rebuild, so nothing was reset and its checkpoints are where they were; fix its `reset` (the default refuses: implement `TransactionalReactor::reset` to make it rebuildable)"
+    )]
+    RebuildReset {
+        /// The subscription.
+        subscription: String,
+        /// What `reset` returned.
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl std::fmt::Debug for Error {

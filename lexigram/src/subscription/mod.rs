@@ -35,7 +35,7 @@ mod worker;
 
 pub use checkpoint::*;
 pub use definition::{StartFrom, Subscription, SubscriptionBuilder, SubscriptionOptions};
-pub use reactions::{Reactions, SubscriptionStatus};
+pub use reactions::{Reactions, RebuildProgress, SubscriptionStatus};
 pub use reactor::{FnReactor, ReactionContext, Reactor, reactor_fn};
 pub use registry::{ReactionConflict, ReactionDecl, ReactionHandler, ReactionRegistry};
 pub use sink::ExactlyOnce;

@@ -13,7 +13,7 @@ use super::checkpoint::{
     CheckpointStore, ControlRequest, NodeId, ParkedEvent, PartitionKey, PartitionState,
     ReplayReport, RequestKind, RunStatus, SubscriptionSpec,
 };
-use super::definition::{StartFrom, Subscription};
+use super::definition::{Reaction, StartFrom, Subscription};
 use super::task::Task;
 use super::worker::{self, Control, Exit, Shared, Stop};
 use crate::delivery::Delivery;
@@ -101,6 +101,75 @@ impl fmt::Debug for Reactions {
                 &self.inner.running.lock().keys().collect::<Vec<_>>(),
             )
             .finish()
+    }
+}
+
+/// How far a rebuild has come: the head it replays to (fixed when it started), the position
+/// of its slowest partition, and the rate and time left estimated from the time it has run.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct RebuildProgress {
+    /// The subscription.
+    pub name: String,
+    /// The head of the log when the rebuild started: it is done when every partition has
+    /// passed it (it then goes on live, with no gap).
+    pub target: u64,
+    /// The position of the slowest partition, at most `target`; never moves backwards
+    /// during one rebuild.
+    pub position: u64,
+    /// How long the rebuild has run, on the store's clock.
+    pub elapsed: Duration,
+    /// Positions per second so far (`None` before any time has passed).
+    pub rate: Option<f64>,
+    /// Time left at that rate (`None` without a rate; zero when done).
+    pub eta: Option<Duration>,
+}
+
+impl RebuildProgress {
+    /// Whether every partition has passed the target.
+    pub fn is_done(&self) -> bool {
+        self.position >= self.target
+    }
+
+    /// The share done, from 0 to 1 (1 for an empty log).
+    pub fn fraction(&self) -> f64 {
+        if self.target == 0 {
+            1.0
+        } else {
+            self.position as f64 / self.target as f64
+        }
+    }
+
+    /// The progress of the last rebuild recorded in `states` (one subscription version's
+    /// partitions); `None` when it was never rebuilt.
+    fn from_states(name: &str, states: &[PartitionState]) -> Option<Self> {
+        let target = states.iter().filter_map(|s| s.rebuild_target).max()?;
+        let position = states
+            .iter()
+            .map(|s| s.position.min(target))
+            .min()
+            .unwrap_or(target);
+        let elapsed = states
+            .iter()
+            .filter_map(|s| s.rebuild_elapsed)
+            .max()
+            .unwrap_or_default();
+        let secs = elapsed.as_secs_f64();
+        let rate = (secs > 0.0).then(|| position as f64 / secs);
+        let eta = if position >= target {
+            Some(Duration::ZERO)
+        } else {
+            rate.filter(|r| *r > 0.0)
+                .map(|r| Duration::from_secs_f64(((target - position) as f64 / r).min(1e9)))
+        };
+        Some(Self {
+            name: name.to_owned(),
+            target,
+            position,
+            elapsed,
+            rate,
+            eta,
+        })
     }
 }
 
@@ -375,9 +444,99 @@ impl Reactions {
         }
     }
 
+    /// Rebuilds an exactly-once subscription (a projection) from the origin while appends
+    /// go on: in one transaction its reactor's [`reset`](super::TransactionalReactor::reset)
+    /// empties the read model and every partition's checkpoint goes back to the origin with a
+    /// new epoch (so no batch in flight anywhere commits), its parked events forgotten; then
+    /// the partitions replay to the head observed now and run live, without a gap. Progress
+    /// is in [`rebuild_progress`](Self::rebuild_progress), here and in every other process.
+    ///
+    /// Runs where the subscription runs (the reset is its code). A paused subscription stays
+    /// paused (its rebuild goes on once resumed); pausing one that rebuilds cancels nothing but
+    /// stops it where it is, and a new rebuild starts over from the reset. At-least-once
+    /// reactions are refused: a rebuild would repeat every side effect of the history (start a
+    /// new `version` to replay one on purpose).
+    pub async fn rebuild(&self, name: &str) -> Result<RebuildProgress> {
+        let shared = self
+            .inner
+            .running
+            .lock()
+            .get(name)
+            .map(|r| Arc::clone(&r.shared))
+            .ok_or_else(|| not_running(name))?;
+        let Reaction::ExactlyOnce(sink) = &shared.def.reaction else {
+            return Err(Error::InvalidArgument {
+                reason: format!(
+                    "subscription `{name}` is at-least-once: a rebuild would run its side effects again for every stored event; only exactly-once reactions (projections) rebuild — start a new version to replay it on purpose"
+                ),
+            });
+        };
+        let target = self.inner.events.last_position().await?;
+        sink.0.rebuild(name, shared.def.version, target).await?;
+        tracing::info!(target: "lexigram::subscription", subscription = name, target, "rebuild started");
+        self.rebuild_progress(name)
+            .await?
+            .ok_or_else(|| unknown(name))
+    }
+
+    /// The progress of a subscription's last rebuild (done or not), from the checkpoint
+    /// store, so any process sharing it can watch; `None` when it was never rebuilt.
+    pub async fn rebuild_progress(&self, name: &str) -> Result<Option<RebuildProgress>> {
+        let version = self.version_of(name).await?;
+        let states: Vec<PartitionState> = self
+            .inner
+            .checkpoints
+            .states(Some(name))
+            .await?
+            .into_iter()
+            .filter(|s| s.key.version == version)
+            .collect();
+        Ok(RebuildProgress::from_states(name, &states))
+    }
+
+    /// Waits until the last rebuild of `name` is done, calling `progress` each time its
+    /// position moves (and once at the start), or until `timeout` ([`Error::Timeout`]; the
+    /// rebuild goes on). A person watching gets a line or a bar from `progress`.
+    pub async fn wait_rebuilt(
+        &self,
+        name: &str,
+        timeout: Duration,
+        mut progress: impl FnMut(&RebuildProgress),
+    ) -> Result<RebuildProgress> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last: Option<u64> = None;
+        loop {
+            match self.rebuild_progress(name).await {
+                Ok(Some(now)) => {
+                    if last != Some(now.position) {
+                        last = Some(now.position);
+                        progress(&now);
+                    }
+                    if now.is_done() {
+                        return Ok(now);
+                    }
+                }
+                Ok(None) => {
+                    return Err(Error::InvalidArgument {
+                        reason: format!("subscription `{name}` was never rebuilt"),
+                    });
+                }
+                Err(error) if error.is_retryable() && tokio::time::Instant::now() < deadline => {}
+                Err(error) => return Err(error),
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Timeout {
+                    operation: format!("waiting for the rebuild of subscription `{name}`"),
+                    after: timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Pauses a subscription on every node: each partition finishes its batch in flight and
-    /// handles nothing more until [`resume`](Self::resume) (nodes see it at their next lease
-    /// renewal).
+    /// handles nothing more until [`resume`](Self::resume) (a node sees it when it commits
+    /// that batch, or at its next lease renewal when it is idle).
     pub async fn pause(&self, name: &str) -> Result<()> {
         self.set_status(name, RunStatus::Paused).await
     }

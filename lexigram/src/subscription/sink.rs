@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::checkpoint::{Lease, ParkedEvent};
+use super::checkpoint::{Lease, ParkedEvent, RunStatus};
 use super::reactor::ReactionContext;
 use crate::error::{BoxError, Result};
 use crate::message::{EventEnvelope, EventId};
@@ -67,6 +67,17 @@ pub trait TransactionalReactor<DB: sqlx::Database>: Send + Sync + 'static {
         event: &EventEnvelope,
         ctx: &ReactionContext,
     ) -> std::result::Result<(), BoxError>;
+
+    /// Empties the read model for a rebuild ([`Reactions::rebuild`](super::Reactions::rebuild)),
+    /// in the transaction that also sets every partition's checkpoint back to the origin: the
+    /// model and the checkpoints start over together or not at all. Create the tables here
+    /// too if they may not exist (`CREATE TABLE IF NOT EXISTS`, then `DELETE FROM`).
+    ///
+    /// The default refuses: a reactor that cannot start over cannot be rebuilt.
+    async fn reset(&self, conn: &mut DB::Connection) -> std::result::Result<(), BoxError> {
+        let _ = conn;
+        Err("this reactor has no `reset`, so it cannot be rebuilt".into())
+    }
 }
 
 /// What a subscription with exactly-once effects runs: a [`TransactionalReactor`] and the
@@ -126,6 +137,12 @@ pub(crate) trait Sink: Send + Sync + 'static {
 
     /// Opens a batch: a write transaction.
     async fn begin(&self) -> Result<Box<dyn SinkTx + '_>>;
+
+    /// Starts a rebuild in one transaction: the reactor's reset, then every partition of
+    /// `name` (version `version`) back to the origin, fenced ([`CheckpointStore::rebuild`]).
+    ///
+    /// [`CheckpointStore::rebuild`]: super::CheckpointStore::rebuild
+    async fn rebuild(&self, name: &str, version: u32, target: u64) -> Result<u32>;
 }
 
 /// One batch's transaction.
@@ -148,7 +165,7 @@ pub(crate) trait SinkTx: Send {
         position: u64,
         parked: &[ParkedEvent],
         unparked: &[EventId],
-    ) -> Result<()>;
+    ) -> Result<RunStatus>;
 }
 
 /// The sink over one SQL backend: its database, its checkpoint store, the user's reactor.
@@ -184,6 +201,25 @@ macro_rules! sql_sink {
                     .await?;
                 Ok(Box::new(SqlSinkTx { write, sink: self }))
             }
+
+            async fn rebuild(&self, name: &str, version: u32, target: u64) -> Result<u32> {
+                let what = format!("rebuilding subscription `{name}`");
+                let mut write = self.db.begin_write(&what).await?;
+                // The model first: a reset that waits for a batch in flight (a table lock)
+                // then finds it committed, or sees it fenced out once the checkpoints move.
+                self.reactor.reset(&mut *write.tx).await.map_err(|source| {
+                    crate::Error::RebuildReset {
+                        subscription: name.to_owned(),
+                        source,
+                    }
+                })?;
+                let partitions = self
+                    .checkpoints
+                    .rebuild_in(&mut write.tx, name, version, target)
+                    .await?;
+                write.commit(&what).await?;
+                Ok(partitions)
+            }
         }
 
         #[cfg(feature = $feature)]
@@ -211,9 +247,10 @@ macro_rules! sql_sink {
                 position: u64,
                 parked: &[ParkedEvent],
                 unparked: &[EventId],
-            ) -> Result<()> {
+            ) -> Result<RunStatus> {
                 let mut this = *self;
-                this.sink
+                let status = this
+                    .sink
                     .checkpoints
                     .commit_in(&mut this.write.tx, lease, position, parked)
                     .await?;
@@ -225,7 +262,8 @@ macro_rules! sql_sink {
                 }
                 this.write
                     .commit("committing an exactly-once batch with its checkpoint")
-                    .await
+                    .await?;
+                Ok(status)
             }
         }
     };

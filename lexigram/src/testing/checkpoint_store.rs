@@ -60,6 +60,7 @@ where
     states_report_owners_and_parked_counts(&make().await?).await?;
     concurrent_claims_and_registrations(&make().await?).await?;
     requests_reach_the_holder_of_their_stream(&make().await?).await?;
+    a_rebuild_starts_over_and_fences(&make().await?).await?;
     Ok(())
 }
 
@@ -496,6 +497,11 @@ async fn status_is_seen_at_renewal(store: &impl CheckpointStore) -> Result<()> {
         RunStatus::Paused,
         "[{CASE}] the holder sees it at renewal"
     );
+    assert_eq!(
+        store.commit(&renewed, 1, &[]).await?,
+        RunStatus::Paused,
+        "[{CASE}] and at its next commit"
+    );
     let other = claimed(CASE, "free", store.claim(&key("a", 2), &a, LONG).await?);
     assert_eq!(other.status, RunStatus::Paused, "[{CASE}] and at a claim");
     assert_eq!(
@@ -651,6 +657,78 @@ async fn requests_reach_the_holder_of_their_stream(store: &impl CheckpointStore)
         store.open_requests(&three).await?.len(),
         0,
         "[{CASE}] nothing left open there"
+    );
+    Ok(())
+}
+
+async fn a_rebuild_starts_over_and_fences(store: &impl CheckpointStore) -> Result<()> {
+    const CASE: &str = "a_rebuild_starts_over_and_fences";
+    let a = node("node-a")?;
+    store.register(&spec("p", 2, 0)).await?;
+    store.register(&spec("other", 1, 0)).await?;
+    assert!(
+        matches!(
+            store.rebuild("nobody", 1, 10).await,
+            Err(Error::InvalidArgument { .. })
+        ),
+        "[{CASE}] an unknown subscription is refused"
+    );
+    let lease = claimed(CASE, "free", store.claim(&key("p", 0), &a, LONG).await?);
+    let stream = &streams_in(0, 2, 1)[0];
+    store
+        .commit(&lease, 40, &[parked_event(30, stream, "boom".into())])
+        .await?;
+    let other = claimed(CASE, "free", store.claim(&key("other", 0), &a, LONG).await?);
+    store.commit(&other, 40, &[]).await?;
+    store.set_status("p", 1, RunStatus::Paused).await?;
+    assert!(
+        state(store, &key("p", 0)).await?.rebuild_target.is_none(),
+        "[{CASE}] never rebuilt"
+    );
+
+    assert_eq!(
+        store.rebuild("p", 1, 50).await?,
+        2,
+        "[{CASE}] both partitions"
+    );
+    lost(
+        CASE,
+        "the holder's commit after a rebuild",
+        store.commit(&lease, 45, &[]).await,
+        &lease,
+    );
+    let reset = state(store, &key("p", 0)).await?;
+    assert_eq!(
+        (
+            reset.position,
+            reset.rebuild_target,
+            reset.status,
+            reset.parked
+        ),
+        (0, Some(50), RunStatus::Paused, 0),
+        "[{CASE}] back at the origin, target noted, status kept, parked forgotten"
+    );
+    assert!(
+        reset.owner.is_none() && reset.rebuild_elapsed.is_some(),
+        "[{CASE}] no owner, a start time: {reset:?}"
+    );
+    assert!(store.parked("p", 1).await?.is_empty());
+    let again = claimed(CASE, "free", store.claim(&key("p", 0), &a, LONG).await?);
+    assert_eq!(
+        (again.position, again.epoch > lease.epoch),
+        (0, true),
+        "[{CASE}] claimed again from the origin with a new epoch"
+    );
+    assert_eq!(
+        state(store, &key("other", 0)).await?.position,
+        40,
+        "[{CASE}] other subscriptions keep theirs"
+    );
+    store.split("p", 1).await?;
+    assert_eq!(
+        state(store, &key("p", 3)).await?.rebuild_target,
+        Some(50),
+        "[{CASE}] a split keeps the rebuild's target"
     );
     Ok(())
 }

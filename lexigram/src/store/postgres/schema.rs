@@ -164,8 +164,11 @@ fn migrations(names: &StoreSql<Statements>) -> Vec<Migration> {
         },
         Migration {
             version: 4,
-            name: "subscription control requests",
+            name: "subscription control requests and rebuilds",
             statements: vec![
+                format!(
+                    "ALTER TABLE {s}.{p}subscriptions ADD COLUMN rebuild_target bigint, ADD COLUMN rebuild_started_at timestamptz"
+                ),
                 format!(
                     "CREATE TABLE {s}.{p}requests (
                         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -170,8 +170,10 @@ fn migrations(p: &str) -> Vec<Migration> {
         },
         Migration {
             version: 4,
-            name: "subscription control requests",
+            name: "subscription control requests and rebuilds",
             statements: vec![
+                format!("ALTER TABLE {p}subscriptions ADD COLUMN rebuild_target INTEGER"),
+                format!("ALTER TABLE {p}subscriptions ADD COLUMN rebuild_started_at INTEGER"),
                 format!(
                     "CREATE TABLE {p}requests (
                         id INTEGER PRIMARY KEY AUTOINCREMENT,

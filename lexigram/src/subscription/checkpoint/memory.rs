@@ -45,6 +45,7 @@ struct Row {
     epoch: u64,
     until: Option<Instant>,
     last_error: Option<String>,
+    rebuild: Option<(u64, Instant)>,
 }
 
 impl Row {
@@ -56,6 +57,7 @@ impl Row {
             epoch: 0,
             until: None,
             last_error: None,
+            rebuild: None,
         }
     }
 
@@ -75,6 +77,7 @@ impl Sub {
             .iter()
             .map(|r| Row {
                 status: r.status,
+                rebuild: r.rebuild,
                 ..Row::new(r.position)
             })
             .collect();
@@ -238,7 +241,12 @@ impl CheckpointStore for InMemoryCheckpointStore {
         Ok(())
     }
 
-    async fn commit(&self, lease: &Lease, position: u64, parked: &[ParkedEvent]) -> Result<()> {
+    async fn commit(
+        &self,
+        lease: &Lease,
+        position: u64,
+        parked: &[ParkedEvent],
+    ) -> Result<RunStatus> {
         let now = Instant::now();
         let mut state = self.state.lock();
         let Held {
@@ -257,7 +265,7 @@ impl CheckpointStore for InMemoryCheckpointStore {
                 event
             });
         }
-        Ok(())
+        Ok(row.status)
     }
 
     async fn record_error(&self, lease: &Lease, error: &str) -> Result<()> {
@@ -345,6 +353,8 @@ impl CheckpointStore for InMemoryCheckpointStore {
                     lease_expires_in: live.map(|until| until - now),
                     last_error: row.last_error.clone(),
                     parked,
+                    rebuild_target: row.rebuild.map(|(target, _)| target),
+                    rebuild_elapsed: row.rebuild.map(|(_, started)| now - started),
                 });
             }
         }
@@ -422,6 +432,25 @@ impl CheckpointStore for InMemoryCheckpointStore {
 
     async fn request_state(&self, id: u64) -> Result<Option<ControlRequest>> {
         Ok(self.state.lock().requests.get(&id).cloned())
+    }
+
+    async fn rebuild(&self, subscription: &str, version: u32, target: u64) -> Result<u32> {
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        let sub = state
+            .subscriptions
+            .get_mut(&(Arc::from(subscription), version))
+            .ok_or_else(|| super::not_registered(subscription, version))?;
+        for row in &mut sub.rows {
+            row.position = 0;
+            row.epoch += 1;
+            row.owner = None;
+            row.until = None;
+            row.last_error = None;
+            row.rebuild = Some((target, now));
+        }
+        sub.parked.clear();
+        Ok(sub.rows.len() as u32)
     }
 
     async fn split(&self, subscription: &str, version: u32) -> Result<u32> {

@@ -284,6 +284,11 @@ pub struct PartitionState {
     pub last_error: Option<String>,
     /// Parked events of streams in this partition.
     pub parked: u64,
+    /// The head the last rebuild replays to (the partition is rebuilding while its position
+    /// is below it).
+    pub rebuild_target: Option<u64>,
+    /// How long ago the last rebuild started, on the store's clock.
+    pub rebuild_elapsed: Option<Duration>,
 }
 
 /// Positions, leases, parked events and members of every subscription.
@@ -300,7 +305,7 @@ pub struct PartitionState {
 /// use std::time::Duration;
 ///
 /// use lexigram::subscription::{
-///     CheckpointStore, InMemoryCheckpointStore, NodeId, PartitionKey, SubscriptionSpec,
+///     CheckpointStore, InMemoryCheckpointStore, NodeId, PartitionKey, RunStatus, SubscriptionSpec,
 /// };
 ///
 /// # #[tokio::main(flavor = "current_thread")]
@@ -314,7 +319,7 @@ pub struct PartitionState {
 /// assert_eq!(lease.epoch, 1);
 /// assert!(store.claim(&key, &b, Duration::from_secs(10)).await?.is_none(), "a holds it");
 ///
-/// store.commit(&lease, 17, &[]).await?;
+/// assert_eq!(store.commit(&lease, 17, &[]).await?, RunStatus::Running);
 /// store.release(&lease).await?;
 /// assert_eq!(store.states(Some("bank.mailer")).await?[0].position, 17);
 /// # Ok(()) }
@@ -342,8 +347,14 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
 
     /// Moves the checkpoint to `position` (never backwards) and parks `parked` (an event is
     /// parked once, however often it is committed), fenced by the lease:
-    /// [`Error::LeaseLost`] and nothing written when another node holds it now.
-    async fn commit(&self, lease: &Lease, position: u64, parked: &[ParkedEvent]) -> Result<()>;
+    /// [`Error::LeaseLost`] and nothing written when another node holds it now. Returns the
+    /// partition's status, so a pause is seen after the batch that commits.
+    async fn commit(
+        &self,
+        lease: &Lease,
+        position: u64,
+        parked: &[ParkedEvent],
+    ) -> Result<RunStatus>;
 
     /// Records an error on the partition (fenced like [`commit`](Self::commit)).
     async fn record_error(&self, lease: &Lease, error: &str) -> Result<()>;
@@ -382,6 +393,13 @@ pub trait CheckpointStore: Send + Sync + fmt::Debug + 'static {
 
     /// A request, open or finished; `None` when no request has that id.
     async fn request_state(&self, id: u64) -> Result<Option<ControlRequest>>;
+
+    /// Starts a rebuild of a subscription version: every partition back to the origin
+    /// (position 0, status kept) with a new epoch, so every lease is fenced out and nothing
+    /// of a batch in flight commits; the parked events forgotten; `target` (the head to replay
+    /// to) and the time noted for progress. Returns how many partitions were reset; an error
+    /// names a subscription version not registered.
+    async fn rebuild(&self, subscription: &str, version: u32, target: u64) -> Result<u32>;
 
     /// Splits every partition of a subscription version in two: `i` of `P` keeps its row,
     /// `i + P` gets a copy of its checkpoint and status; every lease is fenced out. Returns the

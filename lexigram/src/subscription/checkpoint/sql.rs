@@ -78,6 +78,8 @@ pub(crate) struct CheckpointSql {
     open_requests: String,
     finish_request: String,
     request_state: String,
+    rebuild: String,
+    rebuild_unpark: String,
 }
 
 impl CheckpointSql {
@@ -96,6 +98,7 @@ impl CheckpointSql {
         let now = spelling.now;
         let later = spelling.later;
         let until = (spelling.micros_until)("s.lease_until");
+        let since = (spelling.micros_until)("s.rebuild_started_at");
         let greatest = spelling.greatest;
         let event_id = spelling.event_id_text;
         let by_bytes = spelling.by_bytes;
@@ -108,7 +111,9 @@ impl CheckpointSql {
              CASE WHEN s.owner IS NOT NULL AND s.lease_until > {now} THEN {until} END,
              s.last_error,
              (SELECT COUNT(*) FROM {parked} k WHERE k.name = s.name AND k.version = s.version
-                AND k.stream_hash % s.partitions = s.partition)"
+                AND k.stream_hash % s.partitions = s.partition),
+             s.rebuild_target,
+             CASE WHEN s.rebuild_started_at IS NOT NULL THEN 0 - {since} END"
         );
         let spell = |sql: String| {
             Spelling {
@@ -129,8 +134,8 @@ impl CheckpointSql {
                  ON CONFLICT (name, version, partition) DO NOTHING"
             )),
             split_copy: spell(format!(
-                "INSERT INTO {subs} (name, version, partition, partitions, position, status, epoch, updated_at)
-                 SELECT name, version, partition + $3, partitions, position, status, 0, {now}
+                "INSERT INTO {subs} (name, version, partition, partitions, position, status, epoch, rebuild_target, rebuild_started_at, updated_at)
+                 SELECT name, version, partition + $3, partitions, position, status, 0, rebuild_target, rebuild_started_at, {now}
                  FROM {subs} WHERE name = $1 AND version = $2 AND partition < $3"
             )),
             split_fence: spell(format!(
@@ -153,7 +158,7 @@ impl CheckpointSql {
             )),
             fence_commit: spell(format!(
                 "UPDATE {subs} SET position = {greatest}(position, $6), last_error = NULL, updated_at = {now}
-                 WHERE {fenced}"
+                 WHERE {fenced} RETURNING status"
             )),
             fence_touch: spell(format!(
                 "UPDATE {subs} SET updated_at = {now} WHERE {fenced} RETURNING partitions"
@@ -206,6 +211,14 @@ impl CheckpointSql {
             finish_request: spell(format!(
                 "UPDATE {requests} SET finished_at = {now}, served_by = $1, replayed = $2, still_parked = $3, error = $4
                  WHERE id = $5 AND name = $6 AND version = $7 AND finished_at IS NULL AND stream_hash % $8 = $9"
+            )),
+            rebuild: spell(format!(
+                "UPDATE {subs} SET position = 0, epoch = epoch + 1, owner = NULL, lease_until = NULL, last_error = NULL,
+                   rebuild_target = $3, rebuild_started_at = {now}, updated_at = {now}
+                 WHERE name = $1 AND version = $2"
+            )),
+            rebuild_unpark: spell(format!(
+                "DELETE FROM {parked} WHERE name = $1 AND version = $2"
             )),
             request_state: spell(format!(
                 "SELECT id, name, version, kind, stream, served_by, replayed, still_parked, error
@@ -411,6 +424,48 @@ where
         Ok(doubled)
     }
 
+    /// [`rebuild`](super::CheckpointStore::rebuild) in the caller's transaction (after the
+    /// caller emptied the read model in it): every partition back to the origin with a new
+    /// epoch (fencing every lease), the target noted, the parked events forgotten.
+    pub(crate) async fn rebuild_in(
+        &self,
+        conn: &mut <D::Db as Database>::Connection,
+        name: &str,
+        version: u32,
+        target: u64,
+    ) -> Result<u32> {
+        let what = format!("resetting the checkpoints of subscription `{name}` for a rebuild");
+        self.lock(&mut *conn, name, version, &what).await?;
+        let reset = sqlx::query(&self.sql.rebuild)
+            .bind(name)
+            .bind(i64::from(version))
+            .bind(to_i64(target))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| D::unavailable(&what, e))?;
+        let partitions = D::rows_affected(&reset);
+        if partitions == 0 {
+            return Err(not_registered(name, version));
+        }
+        sqlx::query(&self.sql.rebuild_unpark)
+            .bind(name)
+            .bind(i64::from(version))
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| D::unavailable(&what, e))?;
+        Ok(u32::try_from(partitions).unwrap_or(u32::MAX))
+    }
+
+    pub(crate) async fn rebuild(&self, name: &str, version: u32, target: u64) -> Result<u32> {
+        let what = format!("rebuilding subscription `{name}`");
+        let mut write = self.db.begin_write(&what).await?;
+        let partitions = self
+            .rebuild_in(&mut write.tx, name, version, target)
+            .await?;
+        write.commit(&what).await?;
+        Ok(partitions)
+    }
+
     pub(crate) async fn split(&self, name: &str, version: u32) -> Result<u32> {
         let what = format!("splitting subscription `{name}`");
         let mut write = self.db.begin_write(&what).await?;
@@ -498,14 +553,14 @@ where
     /// [`commit`](super::CheckpointStore::commit) in the caller's transaction: the fence
     /// first (so a lost lease writes nothing, and the partition's row is locked for the rest
     /// of the transaction), then the parked events. On [`Error::LeaseLost`] the caller must
-    /// roll back.
+    /// roll back. Returns the partition's status as the commit found it.
     pub(crate) async fn commit_in(
         &self,
         conn: &mut <D::Db as Database>::Connection,
         lease: &Lease,
         position: u64,
         parked: &[ParkedEvent],
-    ) -> Result<()>
+    ) -> Result<RunStatus>
     where
         for<'q> D::EventIdArg: Encode<'q, D::Db>,
     {
@@ -513,14 +568,15 @@ where
             "committing the checkpoint of partition {} of subscription `{}`",
             lease.key.partition, lease.key.subscription
         );
-        let done = Self::fenced(&self.sql.fence_commit, lease)
+        let status: Option<String> = Self::fenced(&self.sql.fence_commit, lease)
             .bind(to_i64(position))
-            .execute(&mut *conn)
+            .fetch_optional(&mut *conn)
             .await
+            .map_err(|e| D::unavailable(&what, e))?
+            .map(|row| row.try_get(0))
+            .transpose()
             .map_err(|e| D::unavailable(&what, e))?;
-        if D::rows_affected(&done) == 0 {
-            return Err(lease_lost(lease));
-        }
+        let status = parse_status::<D>(&status.ok_or_else(|| lease_lost(lease))?, &lease.key)?;
         for event in parked {
             let error: String = event.error.chars().take(2_000).collect();
             sqlx::query(&self.sql.park)
@@ -538,7 +594,7 @@ where
                 .await
                 .map_err(|e| D::unavailable(&what, e))?;
         }
-        Ok(())
+        Ok(status)
     }
 
     pub(crate) async fn commit(
@@ -546,16 +602,18 @@ where
         lease: &Lease,
         position: u64,
         parked: &[ParkedEvent],
-    ) -> Result<()>
+    ) -> Result<RunStatus>
     where
         for<'q> D::EventIdArg: Encode<'q, D::Db>,
     {
         let what = "committing a checkpoint";
         let mut write = self.db.begin_write(what).await?;
         // On an error the transaction is dropped, which rolls it back.
-        self.commit_in(&mut write.tx, lease, position, parked)
+        let status = self
+            .commit_in(&mut write.tx, lease, position, parked)
             .await?;
-        write.commit(what).await
+        write.commit(what).await?;
+        Ok(status)
     }
 
     pub(crate) async fn record_error(&self, lease: &Lease, error: &str) -> Result<()> {
@@ -750,6 +808,11 @@ where
                 owner,
                 last_error: row.try_get(9).map_err(read)?,
                 parked: to_u64(row.try_get(10).map_err(read)?),
+                rebuild_target: row.try_get::<Option<i64>, _>(11).map_err(read)?.map(to_u64),
+                rebuild_elapsed: row
+                    .try_get::<Option<i64>, _>(12)
+                    .map_err(read)?
+                    .map(|us| Duration::from_micros(to_u64(us))),
                 key,
             });
         }
@@ -952,8 +1015,20 @@ macro_rules! sql_checkpoint_store {
                 lease: &$crate::subscription::Lease,
                 position: u64,
                 parked: &[$crate::subscription::ParkedEvent],
-            ) -> $crate::Result<()> {
+            ) -> $crate::Result<$crate::subscription::RunStatus> {
                 self.core.commit_in(conn, lease, position, parked).await
+            }
+
+            /// [`rebuild`](crate::subscription::CheckpointStore::rebuild) inside the caller's
+            /// transaction, after the caller emptied the read model in it.
+            pub(crate) async fn rebuild_in(
+                &self,
+                conn: &mut <<$dialect as $crate::store::sql::Dialect>::Db as ::sqlx::Database>::Connection,
+                subscription: &str,
+                version: u32,
+                target: u64,
+            ) -> $crate::Result<u32> {
+                self.core.rebuild_in(conn, subscription, version, target).await
             }
 
             /// [`unpark`](crate::subscription::CheckpointStore::unpark) inside the caller's
@@ -1007,7 +1082,7 @@ macro_rules! sql_checkpoint_store {
                 lease: &$crate::subscription::Lease,
                 position: u64,
                 parked: &[$crate::subscription::ParkedEvent],
-            ) -> $crate::Result<()> {
+            ) -> $crate::Result<$crate::subscription::RunStatus> {
                 self.core.commit(lease, position, parked).await
             }
 
@@ -1065,6 +1140,15 @@ macro_rules! sql_checkpoint_store {
 
             async fn split(&self, subscription: &str, version: u32) -> $crate::Result<u32> {
                 self.core.split(subscription, version).await
+            }
+
+            async fn rebuild(
+                &self,
+                subscription: &str,
+                version: u32,
+                target: u64,
+            ) -> $crate::Result<u32> {
+                self.core.rebuild(subscription, version, target).await
             }
 
             async fn request(

@@ -127,7 +127,7 @@ mod tests {
                 .commit_in(&mut write.tx, lease, n as u64 * 10, &[])
                 .await
             {
-                Ok(()) => write
+                Ok(_) => write
                     .tx
                     .commit()
                     .await

@@ -111,7 +111,8 @@ impl Worker {
     async fn commit_tx(&mut self, tx: Box<dyn SinkTx + '_>) -> Result<bool, Exit> {
         let lease = self.held.current();
         match tx.commit(&lease, self.cursor, &self.parking, &[]).await {
-            Ok(()) => {
+            Ok(status) => {
+                self.held.lease.lock().status = status;
                 self.committed = self.cursor;
                 self.parking.clear();
                 self.last_commit = Instant::now();

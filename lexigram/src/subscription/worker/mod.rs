@@ -388,7 +388,8 @@ impl Worker {
                 .commit(&lease, self.cursor, &self.parking)
                 .await
             {
-                Ok(()) => {
+                Ok(status) => {
+                    self.held.lease.lock().status = status;
                     self.committed = self.cursor;
                     self.parking.clear();
                     self.last_commit = Instant::now();
