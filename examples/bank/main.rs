@@ -1,19 +1,25 @@
-//! A small bank on lexigram: commands open and credit accounts, an event handler keeps a
-//! balance view, a query reads it, two tellers racing on one account meet optimistic
-//! concurrency, and a durable reaction sends each new customer one welcome mail, across a
-//! restart of the app.
+//! A small bank on lexigram: commands open and credit accounts, a durable projection keeps
+//! the balances in the SQLite file beside the events (exactly once, across restarts), a query
+//! reads them, two tellers racing on one account meet optimistic concurrency, in-process event
+//! handlers print each movement, and a durable reaction sends each new customer one welcome
+//! mail, across a restart of the app.
+//!
+//! The file stays between runs (`LEXIGRAM_BANK_DB` names it; delete it to start over): a
+//! second run reports the accounts of the first, and mails nobody twice.
 //!
 //! Run: `cargo run --example bank`
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lexigram::Error;
-use lexigram::message::EventId;
+use lexigram::error::BoxError;
+use lexigram::message::{EventEnvelope, EventId};
 use lexigram::prelude::*;
-use lexigram::subscription::{ReactionContext, Reactions};
+use lexigram::store::SqliteEventStore;
+use lexigram::subscription::{ReactionContext, Reactions, Subscription, TransactionalReactor};
 use lexigram::{AggregateId, App, Dep, EventContext, EventsConfig, EventsModule, Repository};
+use lexigram::{Error, async_trait};
 use serde::{Deserialize, Serialize};
 
 // ---- events ----
@@ -128,48 +134,121 @@ async fn withdraw(cmd: Withdraw, accounts: Repository<Account>) -> lexigram::Res
     Ok(())
 }
 
-/// The read model: balances by account, kept up to date by event handlers.
-#[derive(Debug, Default)]
-struct Balances(Mutex<HashMap<String, i64>>);
+/// The read model: balances by account in the events' SQLite file, written by a projection in
+/// the transaction that commits its checkpoint, so each event counts exactly once, whatever
+/// crashes or restarts.
+struct BalancesProjection;
 
-impl Balances {
-    fn add(&self, account: &str, delta: i64) {
-        let mut map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *map.entry(account.to_owned()).or_default() += delta;
+#[async_trait]
+impl TransactionalReactor<sqlx::Sqlite> for BalancesProjection {
+    async fn setup(&self, conn: &mut sqlx::SqliteConnection) -> Result<(), BoxError> {
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS balances (account TEXT PRIMARY KEY, owner TEXT NOT NULL, balance INTEGER NOT NULL)",
+        )
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
     }
 
-    fn get(&self, account: &str) -> Option<u64> {
-        let map = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.get(account).and_then(|b| u64::try_from(*b).ok())
+    async fn react(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        event: &EventEnvelope,
+        ctx: &ReactionContext,
+    ) -> Result<(), BoxError> {
+        let account = ctx.stream_id().as_str();
+        let (sql, owner, delta) = match &*event.event_type {
+            AccountOpened::NAME => {
+                let opened: AccountOpened = event.decode()?;
+                (
+                    "INSERT INTO balances (account, owner, balance) VALUES (?1, ?2, 0)",
+                    opened.owner,
+                    0,
+                )
+            }
+            MoneyDeposited::NAME => {
+                let deposited: MoneyDeposited = event.decode()?;
+                (
+                    "UPDATE balances SET balance = balance + ?3 WHERE account = ?1",
+                    String::new(),
+                    i64::try_from(deposited.amount)?,
+                )
+            }
+            MoneyWithdrawn::NAME => {
+                let withdrawn: MoneyWithdrawn = event.decode()?;
+                (
+                    "UPDATE balances SET balance = balance - ?3 WHERE account = ?1",
+                    String::new(),
+                    i64::try_from(withdrawn.amount)?,
+                )
+            }
+            _ => return Ok(()),
+        };
+        sqlx::query(sql)
+            .bind(account)
+            .bind(owner)
+            .bind(delta)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, conn: &mut sqlx::SqliteConnection) -> Result<(), BoxError> {
+        self.setup(&mut *conn).await?;
+        sqlx::query("DELETE FROM balances")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
     }
 }
 
+/// The projection's subscription: the events it reads, two partitions.
+fn balances() -> lexigram::subscription::SubscriptionBuilder {
+    Subscription::builder("bank.balances")
+        .event_type::<AccountOpened>()
+        .event_type::<MoneyDeposited>()
+        .event_type::<MoneyWithdrawn>()
+        .partitions(2)
+}
+
+/// Waits until the projection and the welcome mails have handled every event stored so far
+/// (on SQLite `last_position` is the exact head; on PostgreSQL wait for the position an append
+/// returned, see docs/subscriptions.md).
+async fn caught_up(app: &App) -> Result<(), lexigram::Error> {
+    let (Some(store), Some(reactions)) = (app.get::<dyn EventStore>(), app.get::<Reactions>())
+    else {
+        return Ok(());
+    };
+    let head = store.last_position().await?;
+    for name in ["bank.balances", "bank.welcome-mail"] {
+        reactions
+            .wait_for(name, head, Duration::from_secs(10))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Every account in the read model: (owner, balance).
+async fn read_accounts(app: &App) -> Result<Vec<(String, i64)>, lexigram::Error> {
+    let Some(store) = app.get::<SqliteEventStore>() else {
+        return Ok(Vec::new());
+    };
+    sqlx::query_as("SELECT owner, balance FROM balances ORDER BY owner, account")
+        .fetch_all(store.pool())
+        .await
+        .map_err(|e| Error::InvalidArgument {
+            reason: format!("reading the balances: {e}"),
+        })
+}
+
 #[event_handler(priority = 10)]
-async fn on_opened(
-    _event: &AccountOpened,
-    ctx: EventContext,
-    view: Dep<Balances>,
-) -> lexigram::Result<()> {
-    view.add(ctx.stream_id().as_str(), 0);
+async fn on_opened(event: &AccountOpened, ctx: EventContext) -> lexigram::Result<()> {
+    println!("  event: {} opened {}", event.owner, ctx.stream_id());
     Ok(())
 }
 
 #[event_handler]
-async fn on_deposited(
-    event: &MoneyDeposited,
-    ctx: EventContext,
-    view: Dep<Balances>,
-) -> lexigram::Result<()> {
-    view.add(
-        ctx.stream_id().as_str(),
-        i64::try_from(event.amount).unwrap_or(i64::MAX),
-    );
+async fn on_deposited(event: &MoneyDeposited, ctx: EventContext) -> lexigram::Result<()> {
     println!(
         "  event: +{:<4} on {} (v{}, #{})",
         event.amount,
@@ -181,15 +260,7 @@ async fn on_deposited(
 }
 
 #[event_handler]
-async fn on_withdrawn(
-    event: &MoneyWithdrawn,
-    ctx: EventContext,
-    view: Dep<Balances>,
-) -> lexigram::Result<()> {
-    view.add(
-        ctx.stream_id().as_str(),
-        -i64::try_from(event.amount).unwrap_or(i64::MAX),
-    );
+async fn on_withdrawn(event: &MoneyWithdrawn, ctx: EventContext) -> lexigram::Result<()> {
     println!(
         "  event: -{:<4} on {} (v{}, #{})",
         event.amount,
@@ -248,41 +319,53 @@ async fn welcome_mail(
     Ok(())
 }
 
-/// Waits until the welcome mail reaction has handled everything up to the store's head (on
-/// SQLite `last_position` is the exact head; on PostgreSQL wait for the position an append
-/// returned, see docs/subscriptions.md).
-async fn mails_sent(app: &App) -> Result<(), lexigram::Error> {
-    let (Some(store), Some(reactions)) = (app.get::<dyn EventStore>(), app.get::<Reactions>())
-    else {
-        return Ok(());
-    };
-    let head = store.last_position().await?;
-    reactions
-        .wait_for("bank.welcome-mail", head, Duration::from_secs(10))
-        .await
-}
-
-#[query_handler(cache_ttl = "1s")]
-async fn balance(query: GetBalance, view: Dep<Balances>) -> lexigram::Result<Option<u64>> {
-    Ok(view.get(query.account.as_str()))
+/// Reads the projection (after the caller waited for it to catch up: read-your-writes).
+#[query_handler]
+async fn balance(query: GetBalance, store: Dep<SqliteEventStore>) -> lexigram::Result<Option<u64>> {
+    let balance: Option<i64> =
+        sqlx::query_scalar("SELECT balance FROM balances WHERE account = ?1")
+            .bind(query.account.as_str())
+            .fetch_optional(store.pool())
+            .await
+            .map_err(|e| Error::InvalidArgument {
+                reason: format!("reading the balance of {}: {e}", query.account),
+            })?;
+    Ok(balance.and_then(|b| u64::try_from(b).ok()))
 }
 
 #[tokio::main]
 async fn main() -> Result<(), lexigram::Error> {
-    // The embedded durable default: a SQLite file (fresh for each run of the example).
-    let path = std::env::temp_dir().join("lexigram-bank-example.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-    }
-    println!("Events are stored in {}", path.display());
+    // The embedded durable default: a SQLite file, kept between runs.
+    let path = std::env::var_os("LEXIGRAM_BANK_DB").map_or_else(
+        || std::env::temp_dir().join("lexigram-bank-example.db"),
+        std::path::PathBuf::from,
+    );
+    println!(
+        "Events and balances are stored in {} (delete it to start over)",
+        path.display()
+    );
     let config = EventsConfig::sqlite(&path);
     let mailer = Arc::new(Mailer::default());
     let app = App::builder()
-        .module(EventsModule::configure(config.clone()))
-        .provide(Balances::default())
+        .module(
+            EventsModule::configure(config.clone())
+                .sqlite_projection(balances(), BalancesProjection),
+        )
         .provide_arc(Arc::clone(&mailer))
         .build()
         .await?;
+    // Earlier runs' accounts: the projection kept them (and caught up on anything new).
+    caught_up(&app).await?;
+    let earlier = read_accounts(&app).await?;
+    println!(
+        "Accounts in the read model before this run: {}",
+        earlier.len()
+    );
+    for (owner, balance) in &earlier {
+        println!("  {owner}: {balance}");
+    }
+    // Nobody from an earlier run is mailed again: the reaction went on from its checkpoint.
+    let mailed_before = mailer.deliveries();
 
     println!("Opening accounts for Ada and Bob");
     let ada = app
@@ -353,6 +436,7 @@ async fn main() -> Result<(), lexigram::Error> {
         }
     }
     app.events().drain().await;
+    caught_up(&app).await?;
 
     let ada_balance = app
         .queries()
@@ -370,7 +454,6 @@ async fn main() -> Result<(), lexigram::Error> {
     println!("  Ada: {}", ada_balance.unwrap_or_default());
     println!("  Bob: {}", bob_balance.unwrap_or_default());
 
-    mails_sent(&app).await?;
     println!("Welcome mails sent: {:?}", mailer.sent());
 
     let health = app.health().await;
@@ -385,8 +468,7 @@ async fn main() -> Result<(), lexigram::Error> {
 
     println!("Restarting the app on the same file; Carol opens an account");
     let again = App::builder()
-        .module(EventsModule::configure(config))
-        .provide(Balances::default())
+        .module(EventsModule::configure(config).sqlite_projection(balances(), BalancesProjection))
         .provide_arc(Arc::clone(&mailer))
         .build()
         .await?;
@@ -396,7 +478,13 @@ async fn main() -> Result<(), lexigram::Error> {
             owner: "Carol".into(),
         })
         .await?;
-    mails_sent(&again).await?;
+    caught_up(&again).await?;
+    let now = read_accounts(&again).await?;
+    println!(
+        "Accounts in the read model after the restart: {} ({} from earlier runs)",
+        now.len(),
+        earlier.len()
+    );
     let mails = mailer.sent();
     println!(
         "Welcome mails sent: {mails:?}, from {} deliveries: the restarted reaction resumed from its checkpoint",
@@ -408,7 +496,16 @@ async fn main() -> Result<(), lexigram::Error> {
             problems: vec!["the bank's books do not balance".into()],
         });
     }
-    if mails.len() != 3 || mailer.deliveries() != 3 {
+    if now.len() != earlier.len() + 3 {
+        return Err(Error::Config {
+            problems: vec![format!(
+                "expected the {} earlier accounts and 3 new ones in the read model, found {}",
+                earlier.len(),
+                now.len()
+            )],
+        });
+    }
+    if mailed_before != 0 || mails.len() != 3 || mailer.deliveries() != 3 {
         return Err(Error::Config {
             problems: vec![format!(
                 "expected 3 welcome mails from 3 deliveries, sent {} from {}",

@@ -359,3 +359,94 @@ async fn a_command_sent_by_a_reaction_is_caused_by_the_event() {
     }
     app.shutdown().await.unwrap();
 }
+
+/// A projection over SQLite, for the wiring checks below.
+#[cfg(feature = "sqlite")]
+struct Counted;
+
+#[cfg(feature = "sqlite")]
+#[lexigram::async_trait]
+impl lexigram::subscription::TransactionalReactor<sqlx::Sqlite> for Counted {
+    async fn setup(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+    ) -> Result<(), lexigram::error::BoxError> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS counted (event_id TEXT PRIMARY KEY)")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn react(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        _event: &lexigram::message::EventEnvelope,
+        ctx: &ReactionContext,
+    ) -> Result<(), lexigram::error::BoxError> {
+        sqlx::query("INSERT INTO counted (event_id) VALUES (?1)")
+            .bind(ctx.event_id().to_string())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_runs_with_the_app_and_its_wiring_mistakes_are_bootstrap_problems() {
+    use lexigram::subscription::Subscription;
+
+    // Another backend than the store's, and two projections with one name.
+    let err = App::builder()
+        .module(
+            EventsModule::configure(EventsConfig::memory())
+                .handler_modules(["reactions::none"])
+                .sqlite_projection(Subscription::builder("test.counted"), Counted)
+                .sqlite_projection(Subscription::builder("test.counted"), Counted),
+        )
+        .build()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("projection `test.counted` writes to sqlite but the store is memory"),
+        "{err}"
+    );
+    assert!(
+        err.contains("projection `test.counted` has the name of another projection or reaction"),
+        "{err}"
+    );
+
+    // On its backend it runs with the app: `setup` made its table, every event counted once.
+    let app = App::builder()
+        .module(
+            EventsModule::configure(EventsConfig::memory().store(
+                lexigram::config::StoreConfig::Sqlite(lexigram::store::SqliteConfig::in_memory()),
+            ))
+            .handler_modules(["reactions::none"])
+            .sqlite_projection(Subscription::builder("test.counted"), Counted),
+        )
+        .build()
+        .await
+        .unwrap();
+    let mut position = 0;
+    for account in ["a", "b", "c"] {
+        position = append(&app, account, opened(account)).await;
+    }
+    wait(&app, "test.counted", position).await;
+    let store = app.get::<lexigram::store::SqliteEventStore>().unwrap();
+    let counted: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM counted")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(counted, 3);
+    let health = app.health().await;
+    assert!(
+        health
+            .components
+            .iter()
+            .any(|c| c.name == "reactions" && c.detail.contains("test.counted")),
+        "{health:?}"
+    );
+    app.shutdown().await.unwrap();
+}

@@ -670,6 +670,7 @@ impl EventsConfig {
                     snapshots: Arc::new(store.snapshot_store().with_max_per_aggregate(keep)),
                     checkpoints: Arc::new(crate::subscription::InMemoryCheckpointStore::new()),
                     events: Arc::new(store),
+                    concrete: ConcreteStore::Memory,
                 }
             }
             #[cfg(feature = "sqlite")]
@@ -680,6 +681,7 @@ impl EventsConfig {
                 OpenStores {
                     snapshots: Arc::new(store.snapshot_store().with_max_per_aggregate(keep)),
                     checkpoints: Arc::new(crate::subscription::SqliteCheckpointStore::new(&store)),
+                    concrete: ConcreteStore::Sqlite(store.clone()),
                     events: Arc::new(store),
                 }
             }
@@ -693,6 +695,7 @@ impl EventsConfig {
                     checkpoints: Arc::new(crate::subscription::PostgresCheckpointStore::new(
                         &store,
                     )),
+                    concrete: ConcreteStore::Postgres(store.clone()),
                     events: Arc::new(store),
                 }
             }
@@ -710,6 +713,34 @@ pub struct OpenStores {
     pub snapshots: Arc<dyn SnapshotStore>,
     /// Its checkpoint store, for durable subscriptions.
     pub checkpoints: Arc<dyn crate::subscription::CheckpointStore>,
+    /// The event store as its own type, for what needs its database (exactly-once sinks).
+    pub(crate) concrete: ConcreteStore,
+}
+
+/// An opened event store as its own type.
+#[derive(Debug, Clone)]
+pub(crate) enum ConcreteStore {
+    /// In memory.
+    Memory,
+    /// A SQLite file or in-memory database.
+    #[cfg(feature = "sqlite")]
+    Sqlite(crate::store::SqliteEventStore),
+    /// A PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    Postgres(crate::store::PostgresEventStore),
+}
+
+impl ConcreteStore {
+    /// The backend's name, as `EventStore::backend` gives it.
+    pub(crate) fn backend(&self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            #[cfg(feature = "sqlite")]
+            Self::Sqlite(_) => "sqlite",
+            #[cfg(feature = "postgres")]
+            Self::Postgres(_) => "postgres",
+        }
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ mod reactions;
 mod secret;
 mod source;
 
+pub(crate) use events::ConcreteStore;
 pub use events::{EventsConfig, OpenStores, SnapshotConfig, StoreConfig};
 pub use reactions::{ReactionSettings, ReactionsConfig};
 pub use secret::Secret;

@@ -349,15 +349,18 @@ pub enum Error {
         epoch: u64,
     },
 
-    /// An exactly-once reaction could not empty its read model for a rebuild; nothing was
-    /// reset, and its checkpoints are where they were.
+    /// An exactly-once reaction could not set up its read model (at start) or reset it (for
+    /// a rebuild); nothing of that step was committed, and its checkpoints are where they
+    /// were.
     #[error(
-        "reaction `{subscription}` could not reset its read model for a rebuild, so nothing was reset and its checkpoints are where they were; fix its `reset` (the default refuses: implement `TransactionalReactor::reset` to make it rebuildable)"
+        "reaction `{subscription}` could not {step} its read model, so nothing of it was committed and its checkpoints are where they were; fix its `TransactionalReactor::{step}` (the default `reset` refuses: implement it to make the reaction rebuildable)"
     )]
-    RebuildReset {
+    ReadModel {
         /// The subscription.
         subscription: String,
-        /// What `reset` returned.
+        /// `setup` or `reset`.
+        step: &'static str,
+        /// What the step returned.
         #[source]
         source: BoxError,
     },

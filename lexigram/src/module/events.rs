@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use super::projection::SqlProjection;
 use super::wiring::{self, HandlerKind, HandlerRegistration, Stores, Wiring};
 use super::{ComponentHealth, Container, HealthStatus, Module, Problem};
 use crate::command::CommandBus;
-use crate::config::EventsConfig;
+use crate::config::{ConcreteStore, EventsConfig};
 use crate::error::{Result, SchemaError};
 use crate::event::EventBus;
 use crate::query::QueryBus;
@@ -58,6 +59,7 @@ pub struct EventsModule {
     config: EventsConfig,
     manual: Vec<ManualWiring>,
     schema: Vec<SchemaSetup>,
+    projections: Vec<SqlProjection>,
 }
 
 impl fmt::Debug for EventsModule {
@@ -66,6 +68,7 @@ impl fmt::Debug for EventsModule {
             .field("config", &self.config)
             .field("manual_registrations", &self.manual.len())
             .field("schema_setups", &self.schema.len())
+            .field("projections", &self.projections)
             .finish()
     }
 }
@@ -77,6 +80,7 @@ impl EventsModule {
             config,
             manual: Vec::new(),
             schema: Vec::new(),
+            projections: Vec::new(),
         }
     }
 
@@ -144,6 +148,79 @@ impl EventsModule {
         }
     }
 
+    /// Runs an exactly-once projection over the configured SQLite store: `reactor` writes its
+    /// read model in the events' database, in the transaction that commits its checkpoint
+    /// (see [`ExactlyOnce`](crate::subscription::ExactlyOnce)). `subscription` names it and
+    /// sets its options (`Subscription::builder("bank.balances").event_type::<Opened>()`);
+    /// the module adds the sink, runs the reactor's `setup`, and starts it with the
+    /// reactions (the `[reactions]` settings of its name apply, and it shows in `health()`).
+    /// A store of another backend, or a name another projection or reaction has, is a
+    /// bootstrap problem.
+    ///
+    /// ```
+    /// use lexigram::async_trait;
+    /// use lexigram::error::BoxError;
+    /// use lexigram::message::EventEnvelope;
+    /// use lexigram::subscription::{ReactionContext, Subscription, TransactionalReactor};
+    /// use lexigram::{EventsConfig, EventsModule};
+    ///
+    /// struct Seen;
+    ///
+    /// #[async_trait]
+    /// impl TransactionalReactor<sqlx::Sqlite> for Seen {
+    ///     async fn setup(&self, conn: &mut sqlx::SqliteConnection) -> Result<(), BoxError> {
+    ///         sqlx::query("CREATE TABLE IF NOT EXISTS seen (event_id TEXT PRIMARY KEY)")
+    ///             .execute(&mut *conn)
+    ///             .await?;
+    ///         Ok(())
+    ///     }
+    ///
+    ///     async fn react(
+    ///         &self,
+    ///         conn: &mut sqlx::SqliteConnection,
+    ///         _event: &EventEnvelope,
+    ///         ctx: &ReactionContext,
+    ///     ) -> Result<(), BoxError> {
+    ///         sqlx::query("INSERT INTO seen (event_id) VALUES (?1)")
+    ///             .bind(ctx.event_id().to_string())
+    ///             .execute(&mut *conn)
+    ///             .await?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let module = EventsModule::configure(EventsConfig::sqlite("app.db"))
+    ///     .sqlite_projection(Subscription::builder("app.seen").partitions(2), Seen);
+    /// # let _ = module;
+    /// ```
+    #[cfg(feature = "sqlite")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+    #[must_use]
+    pub fn sqlite_projection(
+        mut self,
+        subscription: crate::subscription::SubscriptionBuilder,
+        reactor: impl crate::subscription::TransactionalReactor<sqlx::Sqlite>,
+    ) -> Self {
+        self.projections
+            .push(SqlProjection::sqlite(subscription, reactor));
+        self
+    }
+
+    /// The same over the configured PostgreSQL store (see
+    /// [`sqlite_projection`](Self::sqlite_projection)).
+    #[cfg(feature = "postgres")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+    #[must_use]
+    pub fn postgres_projection(
+        mut self,
+        subscription: crate::subscription::SubscriptionBuilder,
+        reactor: impl crate::subscription::TransactionalReactor<sqlx::Postgres>,
+    ) -> Self {
+        self.projections
+            .push(SqlProjection::postgres(subscription, reactor));
+        self
+    }
+
     /// The configuration.
     pub fn config(&self) -> &EventsConfig {
         &self.config
@@ -174,9 +251,17 @@ impl Module for EventsModule {
         let schema = Arc::new(schema);
         // An invalid bus configuration is reported by `validate` above.
         let bus = EventBus::with_config(self.config.event_bus.clone()).unwrap_or_default();
-        let (events, snapshot_store, checkpoints) =
+        let (events, snapshot_store, checkpoints, concrete) =
             match self.config.open_stores(Arc::clone(&schema)).await {
-                Ok(stores) => (stores.events, stores.snapshots, stores.checkpoints),
+                Ok(stores) => {
+                    projection_backends(&self.projections, &stores.concrete, problems);
+                    (
+                        stores.events,
+                        stores.snapshots,
+                        stores.checkpoints,
+                        stores.concrete,
+                    )
+                }
                 Err(err) => {
                     // A report line has no source chain: the causes go into the sentence.
                     let mut causes = String::new();
@@ -200,9 +285,24 @@ impl Module for EventsModule {
                             as Arc<dyn EventStore>,
                         Arc::new(InMemorySnapshotStore::new()) as Arc<dyn SnapshotStore>,
                         Arc::new(InMemoryCheckpointStore::new()) as Arc<dyn CheckpointStore>,
+                        ConcreteStore::Memory,
                     )
                 }
             };
+        // The store as its own type too, for handlers that query its database (a
+        // projection's read model): `Dep<SqliteEventStore>`, `Dep<PostgresEventStore>`.
+        match &concrete {
+            ConcreteStore::Memory => {}
+            #[cfg(feature = "sqlite")]
+            ConcreteStore::Sqlite(store) => {
+                container.provide(store.clone());
+            }
+            #[cfg(feature = "postgres")]
+            ConcreteStore::Postgres(store) => {
+                container.provide(store.clone());
+            }
+        }
+        container.provide(concrete);
         let policy = self.config.snapshots.policy();
         let snapshots = (!matches!(policy, SnapshotPolicy::Never)).then(|| {
             SnapshotManager::shared(Arc::clone(&snapshot_store), policy)
@@ -246,7 +346,12 @@ impl Module for EventsModule {
         // After every module wired: handler scopes may handle what this module did not.
         unhandled_messages(container, problems);
         if let Some(registry) = container.get::<ReactionRegistry>() {
-            check_reactions(&registry, &self.config.reactions, problems);
+            check_reactions(
+                &registry,
+                &self.projections,
+                &self.config.reactions,
+                problems,
+            );
         }
     }
 
@@ -270,6 +375,26 @@ impl Module for EventsModule {
                     "starting a durable reaction"
                 );
                 reactions.start(subscription).await?;
+            }
+        }
+        let Some(store) = container.get::<ConcreteStore>() else {
+            return Ok(());
+        };
+        for projection in &self.projections {
+            if !config.runs(projection.name()) {
+                continue;
+            }
+            // Another backend was reported at build.
+            if let Some(subscription) =
+                projection.subscription(&store, |name, builder| config.configure(name, builder))
+            {
+                tracing::info!(
+                    target: "lexigram::subscription",
+                    subscription = projection.name(),
+                    node = %reactions.node(),
+                    "starting a projection"
+                );
+                reactions.start(subscription?).await?;
             }
         }
         Ok(())
@@ -347,12 +472,52 @@ impl Module for EventsModule {
 
 /// Settings for reactions no code declares (a typo would change nothing, silently), and
 /// every definition problem of the declared ones, each at its declarations.
+/// A projection whose backend is not the store's.
+fn projection_backends(
+    projections: &[SqlProjection],
+    store: &ConcreteStore,
+    problems: &mut Vec<Problem>,
+) {
+    for projection in projections {
+        if projection.backend() != store.backend() {
+            problems.push(
+                Problem::new(format!(
+                    "projection `{}` writes to {} but the store is {}",
+                    projection.name(),
+                    projection.backend(),
+                    store.backend()
+                ))
+                .help(format!(
+                    "an exactly-once projection writes in the events' own database: configure a {} store, or register it with `{}_projection`",
+                    projection.backend(),
+                    store.backend()
+                )),
+            );
+        }
+    }
+}
+
 fn check_reactions(
     registry: &ReactionRegistry,
+    projections: &[SqlProjection],
     config: &crate::config::ReactionsConfig,
     problems: &mut Vec<Problem>,
 ) {
-    let names = registry.names();
+    let declared = registry.names();
+    let mut seen = std::collections::BTreeSet::new();
+    for projection in projections {
+        let name = projection.name();
+        if declared.iter().any(|d| d == name) || !seen.insert(name) {
+            problems.push(
+                Problem::new(format!(
+                    "projection `{name}` has the name of another projection or reaction"
+                ))
+                .help("give every projection and reaction its own name: the name keys its checkpoints"),
+            );
+        }
+    }
+    let mut names = declared;
+    names.extend(projections.iter().map(|p| p.name().to_owned()));
     for name in config.subscriptions.keys() {
         if !names.contains(name) {
             let known = if names.is_empty() {

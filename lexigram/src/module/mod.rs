@@ -7,6 +7,7 @@
 mod app;
 mod container;
 mod events;
+mod projection;
 mod wiring;
 
 pub use crate::error::{BootstrapReport, Problem};

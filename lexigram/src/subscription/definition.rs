@@ -224,6 +224,7 @@ impl Subscription {
 /// assert_eq!(mailer.partitions(), 4);
 /// # Ok::<(), lexigram::Error>(())
 /// ```
+#[derive(Clone)]
 pub struct SubscriptionBuilder {
     name: Arc<str>,
     version: u32,
@@ -245,6 +246,11 @@ impl fmt::Debug for SubscriptionBuilder {
 }
 
 impl SubscriptionBuilder {
+    /// The subscription's name.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
     /// Who reacts to the events (required).
     #[must_use]
     pub fn reactor(mut self, reactor: impl Reactor) -> Self {

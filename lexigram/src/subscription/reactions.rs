@@ -239,6 +239,9 @@ impl Reactions {
                 )],
             });
         }
+        if let Reaction::ExactlyOnce(sink) = &subscription.reaction {
+            sink.0.setup(&subscription.name).await?;
+        }
         let start_after = match subscription.start {
             StartFrom::Origin => 0,
             StartFrom::Now => self.inner.events.last_position().await?,

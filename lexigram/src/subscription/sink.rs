@@ -68,6 +68,14 @@ pub trait TransactionalReactor<DB: sqlx::Database>: Send + Sync + 'static {
         ctx: &ReactionContext,
     ) -> std::result::Result<(), BoxError>;
 
+    /// Creates the read model's tables if they do not exist yet (`CREATE TABLE IF NOT
+    /// EXISTS ..`), once when the subscription starts on a node, in a transaction of its
+    /// own, before any event. The default does nothing.
+    async fn setup(&self, conn: &mut DB::Connection) -> std::result::Result<(), BoxError> {
+        let _ = conn;
+        Ok(())
+    }
+
     /// Empties the read model for a rebuild ([`Reactions::rebuild`](super::Reactions::rebuild)),
     /// in the transaction that also sets every partition's checkpoint back to the origin: the
     /// model and the checkpoints start over together or not at all. Create the tables here
@@ -77,6 +85,28 @@ pub trait TransactionalReactor<DB: sqlx::Database>: Send + Sync + 'static {
     async fn reset(&self, conn: &mut DB::Connection) -> std::result::Result<(), BoxError> {
         let _ = conn;
         Err("this reactor has no `reset`, so it cannot be rebuilt".into())
+    }
+}
+
+/// A shared reactor writes as the reactor it shares.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[async_trait]
+impl<DB: sqlx::Database, R: TransactionalReactor<DB>> TransactionalReactor<DB> for Arc<R> {
+    async fn react(
+        &self,
+        conn: &mut DB::Connection,
+        event: &EventEnvelope,
+        ctx: &ReactionContext,
+    ) -> std::result::Result<(), BoxError> {
+        R::react(self, conn, event, ctx).await
+    }
+
+    async fn setup(&self, conn: &mut DB::Connection) -> std::result::Result<(), BoxError> {
+        R::setup(self, conn).await
+    }
+
+    async fn reset(&self, conn: &mut DB::Connection) -> std::result::Result<(), BoxError> {
+        R::reset(self, conn).await
     }
 }
 
@@ -143,6 +173,9 @@ pub(crate) trait Sink: Send + Sync + 'static {
     ///
     /// [`CheckpointStore::rebuild`]: super::CheckpointStore::rebuild
     async fn rebuild(&self, name: &str, version: u32, target: u64) -> Result<u32>;
+
+    /// Runs the reactor's `setup` in a transaction of its own.
+    async fn setup(&self, name: &str) -> Result<()>;
 }
 
 /// One batch's transaction.
@@ -202,14 +235,28 @@ macro_rules! sql_sink {
                 Ok(Box::new(SqlSinkTx { write, sink: self }))
             }
 
+            async fn setup(&self, name: &str) -> Result<()> {
+                let what = format!("setting up the read model of subscription `{name}`");
+                let mut write = self.db.begin_write(&what).await?;
+                self.reactor.setup(&mut *write.tx).await.map_err(|source| {
+                    crate::Error::ReadModel {
+                        subscription: name.to_owned(),
+                        step: "setup",
+                        source,
+                    }
+                })?;
+                write.commit(&what).await
+            }
+
             async fn rebuild(&self, name: &str, version: u32, target: u64) -> Result<u32> {
                 let what = format!("rebuilding subscription `{name}`");
                 let mut write = self.db.begin_write(&what).await?;
                 // The model first: a reset that waits for a batch in flight (a table lock)
                 // then finds it committed, or sees it fenced out once the checkpoints move.
                 self.reactor.reset(&mut *write.tx).await.map_err(|source| {
-                    crate::Error::RebuildReset {
+                    crate::Error::ReadModel {
                         subscription: name.to_owned(),
+                        step: "reset",
                         source,
                     }
                 })?;
