@@ -194,4 +194,6 @@ mod guide {
     struct Macros;
     #[doc = include_str!("../../docs/subscriptions.md")]
     struct Subscriptions;
+    #[doc = include_str!("../../docs/projections.md")]
+    struct Projections;
 }
