@@ -2,11 +2,13 @@
 //! through the transaction that also commits its partition's checkpoint, so each event's
 //! writes land exactly once, together with the progress past it.
 //!
-//! A batch runs in one write transaction; each event runs in a savepoint of it (a failing
-//! event's writes are undone, the others stay). A failing event ends the batch: what came
-//! before it commits, then it is tried again alone, each attempt in a transaction of its own,
-//! under the subscription's retry policy, and parked (with the checkpoint moving past it in the
-//! same transaction) after the last. Nothing is held across the waits between attempts.
+//! A batch runs in one write transaction, its events' writes one after another in it (no
+//! savepoint per event, which would cost two round trips each). A failing event ends the
+//! batch: the transaction is rolled back with its writes, what came before it is written again
+//! in a new one that commits, then the failing event is tried again alone, each attempt in a
+//! transaction of its own, under the subscription's retry policy, and parked (with the
+//! checkpoint moving past it in the same transaction) after the last. Nothing is held across
+//! the waits between attempts.
 
 use std::fmt;
 use std::sync::Arc;
@@ -59,8 +61,9 @@ use crate::message::{EventEnvelope, EventId};
 #[cfg_attr(docsrs, doc(cfg(any(feature = "sqlite", feature = "postgres"))))]
 #[async_trait]
 pub trait TransactionalReactor<DB: sqlx::Database>: Send + Sync + 'static {
-    /// Writes the effects of one event through `conn` (a savepoint of the batch's
-    /// transaction).
+    /// Writes the effects of one event through `conn` (the batch's transaction). After an
+    /// `Err` the whole transaction is rolled back and the events before this one are written
+    /// again, so `react` must not keep state of its own about what it wrote.
     async fn react(
         &self,
         conn: &mut DB::Connection,
@@ -181,8 +184,8 @@ pub(crate) trait Sink: Send + Sync + 'static {
 /// One batch's transaction.
 #[async_trait]
 pub(crate) trait SinkTx: Send {
-    /// Runs the reactor for one event in a savepoint: its writes stay if it succeeds and are
-    /// undone if it fails (or if this future is dropped before it ends).
+    /// Runs the reactor for one event in the batch's transaction. After an error the caller
+    /// drops the transaction (rolling back every write of the batch).
     async fn react(
         &mut self,
         event: &EventEnvelope,
@@ -277,15 +280,10 @@ macro_rules! sql_sink {
                 event: &EventEnvelope,
                 ctx: &ReactionContext,
             ) -> std::result::Result<(), BoxError> {
-                let mut savepoint = sqlx::Connection::begin(&mut *self.write.tx).await?;
-                match self.sink.reactor.react(&mut savepoint, event, ctx).await {
-                    Ok(()) => Ok(savepoint.commit().await?),
-                    Err(error) => {
-                        // Rolled back to the savepoint; if that fails too, the commit fails.
-                        let _ = savepoint.rollback().await;
-                        Err(error)
-                    }
-                }
+                self.sink
+                    .reactor
+                    .react(&mut *self.write.tx, event, ctx)
+                    .await
             }
 
             async fn commit(

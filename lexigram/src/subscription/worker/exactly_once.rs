@@ -19,10 +19,12 @@ fn is_lease_lost(error: &BoxError) -> bool {
 }
 
 impl Worker {
-    /// Runs a page in one transaction with the checkpoint; an event that fails ends the
-    /// transaction (what came before commits) and is tried again alone. How many events were
-    /// handled, `None` when the batch was rolled back (read again from the checkpoint), or
-    /// why to end.
+    /// Runs a page in one transaction with the checkpoint. An event that fails ends the
+    /// transaction: its writes went into it, so it is rolled back, what came before is
+    /// written again in a new one that commits, and the failing event is tried again alone.
+    /// (No savepoint per event: the common case, where nothing fails, costs one statement
+    /// less per write and two round trips less per event.) How many events were handled,
+    /// `None` when the batch was rolled back (read again from the checkpoint), or why to end.
     pub(super) async fn exactly_once(
         &mut self,
         sink: &ExactlyOnce,
@@ -31,6 +33,8 @@ impl Worker {
         let started = Instant::now();
         let max_batch_time = self.shared.def.options.max_batch_time;
         let mut tx: Option<Box<dyn SinkTx + '_>> = None;
+        // The events whose writes are in `tx`, to write again if a later one fails.
+        let mut in_tx: Vec<Arc<EventEnvelope>> = Vec::new();
         let mut handled = 0usize;
         for envelope in events {
             if self.is_lost() {
@@ -64,18 +68,21 @@ impl Worker {
                     .instrument(span)
                     .await;
                 if let Err(error) = attempt {
-                    // What came before commits; this event is tried again on its own.
-                    if let Some(open) = tx.take()
-                        && !self.commit_tx(open).await?
-                    {
+                    // Rolled back with its writes; what came before commits on its own, then
+                    // this event is tried again alone.
+                    drop(tx.take());
+                    if !in_tx.is_empty() && !self.rewrite(sink, &in_tx).await? {
                         return Ok(None);
                     }
+                    in_tx.clear();
                     match self.retry_alone(sink, &envelope, error).await? {
                         Ok(()) => self.committed = position,
                         Err((attempts, error)) => {
                             self.park_for_good(&envelope, attempts, &error.to_string());
                         }
                     }
+                } else {
+                    in_tx.push(envelope);
                 }
             }
             self.cursor = position;
@@ -88,6 +95,48 @@ impl Worker {
             return Ok(None);
         }
         Ok(Some(handled))
+    }
+
+    /// Writes `events` (which succeeded in a transaction rolled back for a later event's
+    /// failure) again in a new transaction and commits it at the cursor. `false` when that
+    /// was rolled back too (the cursor is back at the checkpoint, and the page is read again).
+    async fn rewrite(
+        &mut self,
+        sink: &ExactlyOnce,
+        events: &[Arc<EventEnvelope>],
+    ) -> Result<bool, Exit> {
+        let mut open = match sink.0.begin().await {
+            Ok(open) => open,
+            Err(error) => return self.roll_back(&error).await.map(|()| false),
+        };
+        for envelope in events {
+            let ctx = context(&self.shared, self.partition, envelope, 1, false);
+            let span = reaction_span(&self.shared, self.partition, envelope, false);
+            let written = self
+                .shared
+                .delivery
+                .attempt(in_scope(
+                    Parent::Event(Arc::clone(envelope)),
+                    open.react(envelope, &ctx),
+                ))
+                .instrument(span)
+                .await;
+            if let Err(error) = written {
+                drop(open);
+                if is_lease_lost(&error) {
+                    self.held.lost.send_replace(true);
+                    return Err(Exit::LeaseLost);
+                }
+                let error = Error::InvalidArgument {
+                    reason: format!(
+                        "event {} at position {} succeeded once in this batch and failed when written again: {error}",
+                        envelope.event_id, envelope.global_position
+                    ),
+                };
+                return self.roll_back(&error).await.map(|()| false);
+            }
+        }
+        self.commit_tx(open).await
     }
 
     fn park_for_good(&mut self, envelope: &EventEnvelope, attempts: u32, error: &str) {
