@@ -231,8 +231,14 @@ fn catch_up_bench(c: &mut Criterion, runtime: &tokio::runtime::Runtime, all: &[B
     group.sample_size(10);
     for backend in all {
         group.bench_function(BenchmarkId::new(backend.name, "read_all_floor"), |b| {
+            // In a task of the runtime, as the subscription's workers run (criterion's
+            // `block_on` thread would pay a thread wake-up for every read).
             b.to_async(runtime).iter(|| async {
-                assert_eq!(read_all_loop(&*backend.events).await, EVENTS);
+                let events = Arc::clone(&backend.events);
+                let read = tokio::spawn(async move { read_all_loop(&*events).await })
+                    .await
+                    .unwrap();
+                assert_eq!(read, EVENTS);
             });
         });
         group.bench_function(BenchmarkId::new(backend.name, "subscription"), |b| {

@@ -73,6 +73,10 @@ impl PostgresCheckpointStore {
             lock: Some(format!(
                 "SELECT pg_advisory_xact_lock(hashtext('lexigram checkpoints {s}.{p}'), hashtext($1 || '/' || $2))"
             )),
+            // A checkpoint's commit need not wait for the WAL to reach the disk: a server
+            // crash can lose only whole transactions (a projection's writes with their
+            // checkpoint), which are then handled again; a worker crash loses nothing.
+            relaxed_commit: " AND (SELECT set_config('synchronous_commit', 'off', true)) IS NOT NULL",
         };
         let qualifier = format!("{s}.");
         Self {

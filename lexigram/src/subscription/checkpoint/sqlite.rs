@@ -71,6 +71,7 @@ impl SqliteCheckpointStore {
             event_id_text: "event_id",
             // Writers take turns (the writer's lock, then `BEGIN IMMEDIATE`).
             lock: None,
+            relaxed_commit: "",
         };
         Self {
             core: SqlCheckpoints::new(db, "", &spelling),

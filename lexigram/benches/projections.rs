@@ -1,0 +1,319 @@
+//! Exactly-once SQL projections beside their floor, measured in the same run on the same
+//! database (D3 of the design brief):
+//!
+//! - `projection_catch_up/<backend>/projection`: an exactly-once projection (a
+//!   `TransactionalReactor` doing one upsert per event into a counts table) catching up over
+//!   20 000 stored events in 1 000 streams: one partition, 500 events per transaction, a fresh
+//!   checkpoint each iteration (the claim and start are inside the time), timed until its
+//!   checkpoint reached the head.
+//! - `projection_catch_up/<backend>/raw_floor`: the same work with no framework around it:
+//!   read a page of 500 with `read_all`, then in one transaction one upsert per event and one
+//!   checkpoint update, commit, repeat.
+//!
+//! Goal: the projection ≥ 70 % of the floor, and ≥ 40 000 events/s on PostgreSQL.
+//! PostgreSQL runs when `LEXIGRAM_TEST_POSTGRES_URL` is set (its own database, dropped after).
+//!
+//! ```text
+//! LEXIGRAM_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/postgres \
+//!   cargo bench -p lexigram-events --features sqlite,postgres --bench projections -- --warm-up-time 1 --measurement-time 5
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+#[cfg(feature = "postgres")]
+#[path = "../tests/support/postgres.rs"]
+mod pgdb;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use lexigram::async_trait;
+use lexigram::error::BoxError;
+use lexigram::message::{EventEnvelope, MessageMetadata, NewEvent, Payload};
+use lexigram::store::{EventStore, ExpectedVersion};
+use lexigram::subscription::{
+    CheckpointStore, ExactlyOnce, ReactionContext, Reactions, Subscription, TransactionalReactor,
+};
+
+const EVENTS: u64 = 20_000;
+const STREAMS: u64 = 1_000;
+const BATCH: usize = 500;
+const PAYLOAD: &str = r#"{"account":"acc-0001","amount":125,"currency":"EUR"}"#;
+
+/// One upsert per event into `bench_counts`.
+struct Counts;
+
+#[cfg(feature = "sqlite")]
+#[async_trait]
+impl TransactionalReactor<sqlx::Sqlite> for Counts {
+    async fn react(
+        &self,
+        conn: &mut sqlx::SqliteConnection,
+        event: &EventEnvelope,
+        _ctx: &ReactionContext,
+    ) -> Result<(), BoxError> {
+        sqlx::query(SQLITE_UPSERT)
+            .bind(event.stream_id.as_str())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl TransactionalReactor<sqlx::Postgres> for Counts {
+    async fn react(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        event: &EventEnvelope,
+        _ctx: &ReactionContext,
+    ) -> Result<(), BoxError> {
+        sqlx::query(POSTGRES_UPSERT)
+            .bind(event.stream_id.as_str())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+const SQLITE_UPSERT: &str = "INSERT INTO bench_counts (stream, n) VALUES (?1, 1) ON CONFLICT (stream) DO UPDATE SET n = n + 1";
+const POSTGRES_UPSERT: &str = "INSERT INTO bench_counts (stream, n) VALUES ($1, 1) ON CONFLICT (stream) DO UPDATE SET n = bench_counts.n + 1";
+
+/// One database: its stores, and what the floor needs of it.
+struct Backend {
+    name: &'static str,
+    events: Arc<dyn EventStore>,
+    checkpoints: Arc<dyn CheckpointStore>,
+    sink: ExactlyOnce,
+    floor: Floor,
+    next: AtomicU64,
+    _cleanup: Box<dyn Send + Sync>,
+}
+
+/// The raw floor's database handle.
+#[derive(Clone)]
+enum Floor {
+    #[cfg(feature = "sqlite")]
+    Sqlite(sqlx::SqlitePool),
+    #[cfg(feature = "postgres")]
+    Postgres(sqlx::PgPool),
+}
+
+async fn fill(store: &dyn EventStore) {
+    let per_stream = EVENTS / STREAMS;
+    for seq in 0..per_stream {
+        for s in 0..STREAMS {
+            let event = NewEvent::new(
+                "bank.Deposited",
+                1,
+                Payload::from_json_text(PAYLOAD),
+                MessageMetadata::new(),
+            );
+            store
+                .append(
+                    &format!("acc-{s}"),
+                    vec![event],
+                    ExpectedVersion::Exact(seq),
+                )
+                .await
+                .unwrap();
+        }
+    }
+}
+
+async fn backends() -> Vec<Backend> {
+    let mut all = Vec::new();
+    #[cfg(feature = "sqlite")]
+    {
+        use lexigram::store::{SqliteConfig, SqliteEventStore};
+        use lexigram::subscription::SqliteCheckpointStore;
+        struct Remove(std::path::PathBuf);
+        impl Drop for Remove {
+            fn drop(&mut self) {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", self.0.display()));
+                }
+            }
+        }
+        let path = std::env::temp_dir().join(format!(
+            "lexigram-bench-projection-{}.db",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let store = SqliteEventStore::connect(&SqliteConfig::file(&path))
+            .await
+            .unwrap();
+        for statement in [
+            "CREATE TABLE bench_counts (stream TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+            "CREATE TABLE bench_floor (id INTEGER PRIMARY KEY, position INTEGER NOT NULL)",
+            "INSERT INTO bench_floor (id, position) VALUES (1, 0)",
+        ] {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        all.push(Backend {
+            name: "sqlite",
+            checkpoints: Arc::new(SqliteCheckpointStore::new(&store)),
+            sink: ExactlyOnce::sqlite(&store, Counts),
+            floor: Floor::Sqlite(store.pool().clone()),
+            events: Arc::new(store),
+            next: AtomicU64::new(0),
+            _cleanup: Box::new(Remove(path)),
+        });
+    }
+    #[cfg(feature = "postgres")]
+    if let Some(db) = pgdb::TestDb::create().await {
+        use lexigram::store::PostgresEventStore;
+        use lexigram::subscription::PostgresCheckpointStore;
+        let store = PostgresEventStore::connect(&db.config()).await.unwrap();
+        for statement in [
+            "CREATE TABLE bench_counts (stream TEXT PRIMARY KEY, n BIGINT NOT NULL)",
+            "CREATE TABLE bench_floor (id INTEGER PRIMARY KEY, position BIGINT NOT NULL)",
+            "INSERT INTO bench_floor (id, position) VALUES (1, 0)",
+        ] {
+            sqlx::query(statement).execute(store.pool()).await.unwrap();
+        }
+        all.push(Backend {
+            name: "postgres",
+            checkpoints: Arc::new(PostgresCheckpointStore::new(&store)),
+            sink: ExactlyOnce::postgres(&store, Counts),
+            floor: Floor::Postgres(store.pool().clone()),
+            events: Arc::new(store),
+            next: AtomicU64::new(0),
+            _cleanup: Box::new(db),
+        });
+    }
+    for backend in &all {
+        fill(&*backend.events).await;
+    }
+    all
+}
+
+/// How long the projection takes to catch up over the whole log.
+async fn projection(backend: &Backend) -> Duration {
+    let head = backend.events.last_position().await.unwrap();
+    let reactions = Reactions::new(
+        Arc::clone(&backend.events),
+        Arc::clone(&backend.checkpoints),
+    );
+    let name = format!("counts-{}", backend.next.fetch_add(1, Ordering::Relaxed));
+    let subscription = Subscription::builder(name.clone())
+        .batch_size(BATCH)
+        .leases(
+            Duration::from_secs(10),
+            Duration::from_secs(3),
+            Duration::from_millis(100),
+        )
+        .exactly_once(backend.sink.clone())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    reactions.start(subscription).await.unwrap();
+    reactions
+        .wait_for(&name, head, Duration::from_secs(300))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    reactions.shutdown().await.unwrap();
+    took
+}
+
+/// The floor: pages of `BATCH` from `read_all`, each written in one transaction with one
+/// upsert per event and one checkpoint update. Returns the events written. It runs in a task
+/// of the runtime, as the projection's workers do (criterion's `block_on` thread would pay a
+/// thread wake-up for every round trip).
+async fn raw_floor(backend: &Backend) -> u64 {
+    let (events, floor) = (Arc::clone(&backend.events), backend.floor.clone());
+    tokio::spawn(async move { floor_pass(&*events, &floor).await })
+        .await
+        .unwrap()
+}
+
+async fn floor_pass(events: &dyn EventStore, floor: &Floor) -> u64 {
+    let mut after = 0;
+    let mut written = 0;
+    loop {
+        let page = events.read_all(after, BATCH, None).await.unwrap();
+        let Some(last) = page.last().map(|e| e.global_position) else {
+            return written;
+        };
+        let position = i64::try_from(last).unwrap();
+        match floor {
+            #[cfg(feature = "sqlite")]
+            Floor::Sqlite(pool) => {
+                let mut tx = pool.begin().await.unwrap();
+                for event in &page {
+                    sqlx::query(SQLITE_UPSERT)
+                        .bind(event.stream_id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                }
+                sqlx::query("UPDATE bench_floor SET position = ?1 WHERE id = 1")
+                    .bind(position)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+            #[cfg(feature = "postgres")]
+            Floor::Postgres(pool) => {
+                let mut tx = pool.begin().await.unwrap();
+                for event in &page {
+                    sqlx::query(POSTGRES_UPSERT)
+                        .bind(event.stream_id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                }
+                sqlx::query("UPDATE bench_floor SET position = $1 WHERE id = 1")
+                    .bind(position)
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+        }
+        written += page.len() as u64;
+        after = last;
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let all = runtime.block_on(backends());
+    let mut group = c.benchmark_group("projection_catch_up");
+    group.throughput(Throughput::Elements(EVENTS));
+    group.sample_size(10);
+    for backend in &all {
+        group.bench_function(BenchmarkId::new(backend.name, "raw_floor"), |b| {
+            b.to_async(&runtime).iter(|| async {
+                assert_eq!(raw_floor(backend).await, EVENTS);
+            });
+        });
+        group.bench_function(BenchmarkId::new(backend.name, "projection"), |b| {
+            b.to_async(&runtime).iter_custom(|iters| async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    total += projection(backend).await;
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+    runtime.block_on(async {
+        for backend in &all {
+            let _ = backend.events.close().await;
+        }
+    });
+    drop(all);
+}
+
+criterion_group!(projections, benches);
+criterion_main!(projections);
