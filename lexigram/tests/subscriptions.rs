@@ -1504,3 +1504,89 @@ async fn t8_no_double_parking_postgres() {
     let env = [("LEXIGRAM_T8_DB", db.url.clone())];
     no_double_parking(&Postgres { db }, &env, "t8_no_double_parking_postgres").await;
 }
+
+// T19: a transaction elsewhere on the server takes an id and stays open; events appended after
+// it are committed but not readable. The status names that transaction's server process and
+// counts the events behind it; once it commits, they are handled and nothing is named.
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn t19_status_names_the_transaction_that_holds_the_log_back_postgres() {
+    use sqlx::Connection;
+    let Some(db) = support::postgres::TestDb::create().await else {
+        return;
+    };
+    let url = db.url.clone();
+    let backend = Postgres { db };
+    let (store, checkpoints) = backend.open().await;
+    let log = Log::default();
+    let reactions = Reactions::new(store.clone(), checkpoints);
+    reactions
+        .start(
+            quick(Subscription::builder("t19"))
+                .reactor(log.reactor())
+                .build()
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let first = store
+        .append("s-1", vec![numbered("s-1", 1)], ExpectedVersion::Any)
+        .await
+        .unwrap()
+        .last_position()
+        .unwrap();
+    reactions
+        .wait_for("t19", first, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(
+        reactions.status("t19").await.unwrap().held_back_by,
+        None,
+        "nothing holds the log back"
+    );
+
+    let mut blocker = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("CREATE TABLE unrelated (n INTEGER)")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    sqlx::query("BEGIN").execute(&mut blocker).await.unwrap();
+    sqlx::query("INSERT INTO unrelated (n) VALUES (1)")
+        .execute(&mut blocker)
+        .await
+        .unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut blocker)
+        .await
+        .unwrap();
+    let mut last = first;
+    for seq in 2..=4 {
+        last = store
+            .append("s-1", vec![numbered("s-1", seq)], ExpectedVersion::Any)
+            .await
+            .unwrap()
+            .last_position()
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = reactions.status("t19").await.unwrap();
+    let held = status
+        .held_back_by
+        .clone()
+        .expect("the open transaction is named");
+    assert_eq!(held.pid, pid, "{held}");
+    assert_eq!(held.unsettled, 3, "{held}");
+    assert_eq!(held.state.as_deref(), Some("idle in transaction"), "{held}");
+    assert!(held.to_string().contains(&pid.to_string()), "{held}");
+    assert_eq!(log.len(), 1, "the events behind it are not handled yet");
+
+    sqlx::query("COMMIT").execute(&mut blocker).await.unwrap();
+    reactions
+        .wait_for("t19", last, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(log.len(), 4);
+    assert_eq!(reactions.status("t19").await.unwrap().held_back_by, None);
+    blocker.close().await.unwrap();
+    reactions.shutdown().await.unwrap();
+}

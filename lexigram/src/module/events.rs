@@ -553,11 +553,17 @@ fn check_reactions(
 
 /// One line per reaction running here: lag, parked events, failed partitions, leases held.
 async fn reactions_health(reactions: &Reactions) -> ComponentHealth {
+    /// A transaction open this long while events wait behind it is no passing append.
+    const LONG_HOLD: Duration = Duration::from_secs(10);
     let mut status = HealthStatus::Healthy;
     let mut lines = Vec::new();
+    let mut held_back = None;
     for name in reactions.running() {
         match reactions.status(&name).await {
             Ok(s) => {
+                if let Some(held) = &s.held_back_by {
+                    held_back.get_or_insert_with(|| held.clone());
+                }
                 let failed = s
                     .partitions
                     .iter()
@@ -593,6 +599,12 @@ async fn reactions_health(reactions: &Reactions) -> ComponentHealth {
                 lines.push(format!("{name}: status unavailable: {err}"));
             }
         }
+    }
+    if let Some(held) = held_back.filter(|h| h.open_for >= LONG_HOLD) {
+        if status == HealthStatus::Healthy {
+            status = HealthStatus::Degraded;
+        }
+        lines.push(format!("the log is held back: {held}"));
     }
     ComponentHealth::new("reactions", status, lines.join("; "))
 }

@@ -50,6 +50,7 @@
 //! # Ok(()) }
 //! ```
 
+mod held;
 mod memory;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -75,6 +76,7 @@ use crate::message::{EventEnvelope, EventId, NewEvent, StreamId};
 
 pub(crate) use crate::message::check_stream_id;
 pub use crate::message::{ExpectedVersion, MAX_STREAM_ID_BYTES};
+pub use held::HeldBack;
 pub use memory::InMemoryEventStore;
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
@@ -504,6 +506,14 @@ pub trait EventStore: Send + Sync + fmt::Debug + 'static {
 
     /// Releases the store's resources; later calls fail with `StoreConnection`.
     async fn close(&self) -> Result<()>;
+
+    /// What holds readers of the log back now, if anything: on PostgreSQL, committed events
+    /// that readers cannot see yet because an older transaction is still open, and that
+    /// transaction's server process. `None` when every committed event is readable (always
+    /// on the memory and SQLite stores, whose writers take turns).
+    async fn held_back(&self) -> Result<Option<HeldBack>> {
+        Ok(None)
+    }
 
     /// Checks that the store answers (for health checks).
     async fn ping(&self) -> Result<()> {

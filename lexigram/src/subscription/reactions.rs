@@ -190,6 +190,10 @@ pub struct SubscriptionStatus {
     pub held_here: Vec<u32>,
     /// Every partition, as the checkpoint store has it.
     pub partitions: Vec<PartitionState>,
+    /// What holds every reader of the log back now (committed events not readable yet, and
+    /// the open transaction they wait behind), if anything: see
+    /// [`EventStore::held_back`](crate::store::EventStore::held_back).
+    pub held_back_by: Option<crate::store::HeldBack>,
 }
 
 impl Reactions {
@@ -320,6 +324,7 @@ impl Reactions {
             return Err(unknown(name));
         }
         let head = self.inner.events.last_position().await?;
+        let held_back_by = self.inner.events.held_back().await?;
         let slowest = partitions.iter().map(|p| p.position).min().unwrap_or(0);
         Ok(SubscriptionStatus {
             name: name.to_owned(),
@@ -328,6 +333,7 @@ impl Reactions {
             parked: partitions.iter().map(|p| p.parked).sum(),
             held_here,
             partitions,
+            held_back_by,
         })
     }
 

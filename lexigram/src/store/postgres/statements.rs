@@ -38,6 +38,21 @@ impl Statements {
                 "SELECT COALESCE(MAX(global_position), 0) FROM {events} WHERE {SETTLED}",
                 events = tables.events
             ),
+            // Committed events readers cannot see yet, and the oldest open transaction with
+            // an id on the server (any database: ids are cluster-wide), which holds them back.
+            held_back: Some(format!(
+                "SELECT (SELECT COALESCE(MAX(global_position), 0) FROM {events})
+                      - (SELECT COALESCE(MAX(global_position), 0) FROM {events} WHERE {SETTLED}),
+                        a.pid, a.datname, a.application_name, a.state,
+                        CAST(EXTRACT(EPOCH FROM (now() - a.xact_start)) * 1000000 AS bigint)
+                 FROM (SELECT 1) one
+                 LEFT JOIN LATERAL (
+                     SELECT pid, datname, application_name, state, xact_start FROM pg_stat_activity
+                     WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+                     ORDER BY xact_start LIMIT 1
+                 ) a ON true",
+                events = tables.events
+            )),
         };
         let own = Self {
             schema: s.clone(),

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Type};
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Row, Type};
 
 use super::append::{StoredSlot, retry_result};
 use super::{Dialect, EventRow, Interner, SqlDb, limit_i64, to_i64, to_u64};
@@ -99,6 +99,9 @@ where
     for<'q> &'q str: Encode<'q, D::Db> + Type<D::Db>,
     for<'q> Option<&'q str>: Encode<'q, D::Db>,
     for<'r> String: Decode<'r, D::Db> + Type<D::Db>,
+    for<'r> Option<String>: Decode<'r, D::Db>,
+    for<'r> Option<i64>: Decode<'r, D::Db>,
+    for<'r> Option<i32>: Decode<'r, D::Db> + Type<D::Db>,
     usize: ColumnIndex<<D::Db as Database>::Row>,
 {
     /// Runs `query` (which selects [`COLUMNS`](super::COLUMNS)) and turns its rows into
@@ -263,6 +266,33 @@ where
             .await
             .map_err(|e| D::unavailable("reading the last position", e))?;
         Ok(to_u64(last))
+    }
+
+    pub(crate) async fn held_back(&self) -> Result<Option<crate::store::HeldBack>> {
+        self.check_open()?;
+        let Some(sql) = &self.db.events().held_back else {
+            return Ok(None);
+        };
+        let what = "reading what holds readers of the log back";
+        let row = sqlx::query(sql)
+            .fetch_one(&self.db.pool)
+            .await
+            .map_err(|e| D::unavailable(what, e))?;
+        let read = |e| D::unavailable(what, e);
+        let unsettled: i64 = row.try_get(0).map_err(read)?;
+        let pid: Option<i32> = row.try_get(1).map_err(read)?;
+        let (Some(pid), true) = (pid, unsettled > 0) else {
+            return Ok(None);
+        };
+        let open_for: Option<i64> = row.try_get(5).map_err(read)?;
+        Ok(Some(crate::store::HeldBack {
+            unsettled: to_u64(unsettled),
+            pid,
+            database: row.try_get(2).map_err(read)?,
+            application: row.try_get(3).map_err(read)?,
+            state: row.try_get(4).map_err(read)?,
+            open_for: std::time::Duration::from_micros(to_u64(open_for.unwrap_or(0))),
+        }))
     }
 
     pub(crate) async fn delete_stream(&self, stream: &str) -> Result<bool> {
@@ -523,6 +553,12 @@ macro_rules! sql_event_store {
 
             async fn last_position(&self) -> $crate::Result<u64> {
                 self.log.last_position().await
+            }
+
+            async fn held_back(
+                &self,
+            ) -> $crate::Result<::std::option::Option<$crate::store::HeldBack>> {
+                self.log.held_back().await
             }
 
             async fn delete_stream(&self, stream: &str) -> $crate::Result<bool> {

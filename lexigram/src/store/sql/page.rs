@@ -149,6 +149,7 @@ mod tests {
             placeholder: '?',
             settled: None,
             last_position: "SELECT 7".into(),
+            held_back: None,
         };
         let page = PageSql::new(&Tables::new("", "p_").events, &sqlite);
         let filter = ReadFilter::all()

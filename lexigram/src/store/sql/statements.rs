@@ -36,6 +36,10 @@ pub(crate) struct Spelling {
     pub(crate) settled: Option<&'static str>,
     /// The statement that gives the highest position a reader can continue after.
     pub(crate) last_position: String,
+    /// The statement that says what holds readers back (see
+    /// [`EventStore::held_back`](crate::store::EventStore::held_back)); `None` where nothing
+    /// can.
+    pub(crate) held_back: Option<String>,
 }
 
 impl Spelling {
@@ -109,6 +113,7 @@ pub(crate) struct EventSql {
     /// `$1` stream.
     pub(crate) count_stream: String,
     pub(crate) last_position: String,
+    pub(crate) held_back: Option<String>,
     /// `$1` stream.
     pub(crate) delete_events: String,
     /// `$1` stream.
@@ -164,6 +169,7 @@ impl EventSql {
                 "SELECT COUNT(*) FROM {events} WHERE stream_id = $1"
             )),
             last_position: spelling.last_position.clone(),
+            held_back: spelling.held_back.clone(),
             delete_events: spell(format!("DELETE FROM {events} WHERE stream_id = $1")),
             delete_stream: spell(format!("DELETE FROM {streams} WHERE stream_id = $1")),
             purge: spell(format!(
@@ -237,6 +243,7 @@ mod tests {
             placeholder: '?',
             settled: None,
             last_position: String::new(),
+            held_back: None,
         };
         assert_eq!(
             sqlite.spell("a = $1 AND b = $12 AND c = '$x'".into()),
@@ -246,6 +253,7 @@ mod tests {
             placeholder: '$',
             settled: Some("ok"),
             last_position: String::new(),
+            held_back: None,
         };
         let sql = EventSql::new(&Tables::new("s.", "p_"), &postgres);
         assert!(

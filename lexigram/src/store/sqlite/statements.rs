@@ -19,6 +19,7 @@ impl Statements {
         let tables = Tables::new("", p);
         let events = &tables.events;
         let spelling = Spelling {
+            held_back: None,
             placeholder: '?',
             // Writers are serialised, so positions are handed out in commit order.
             settled: None,

@@ -126,6 +126,7 @@ impl CheckpointSql {
                 placeholder: spelling.placeholder,
                 settled: None,
                 last_position: String::new(),
+                held_back: None,
             }
             .spell(sql)
         };
