@@ -71,6 +71,24 @@ pub trait TransactionalReactor<DB: sqlx::Database>: Send + Sync + 'static {
         ctx: &ReactionContext,
     ) -> std::result::Result<(), BoxError>;
 
+    /// Writes what the batch's events need in as few statements as the reactor likes (one
+    /// `INSERT .. SELECT FROM UNNEST(..)` for all of them, say), once per batch, after their
+    /// `react` and before the checkpoint, in the batch's transaction. `events` are the ones
+    /// `react` accepted, in order (parked events are not among them). A reactor that writes
+    /// here usually only checks the event in `react`.
+    ///
+    /// An `Err` rolls the batch back; its events are then written one per transaction (`react`
+    /// and `flush` of that event alone), so the one that fails is retried and parked alone.
+    /// The default does nothing.
+    async fn flush(
+        &self,
+        conn: &mut DB::Connection,
+        events: &[Arc<EventEnvelope>],
+    ) -> std::result::Result<(), BoxError> {
+        let _ = (conn, events);
+        Ok(())
+    }
+
     /// Creates the read model's tables if they do not exist yet (`CREATE TABLE IF NOT
     /// EXISTS ..`), once when the subscription starts on a node, in a transaction of its
     /// own, before any event. The default does nothing.
@@ -106,6 +124,14 @@ impl<DB: sqlx::Database, R: TransactionalReactor<DB>> TransactionalReactor<DB> f
 
     async fn setup(&self, conn: &mut DB::Connection) -> std::result::Result<(), BoxError> {
         R::setup(self, conn).await
+    }
+
+    async fn flush(
+        &self,
+        conn: &mut DB::Connection,
+        events: &[Arc<EventEnvelope>],
+    ) -> std::result::Result<(), BoxError> {
+        R::flush(self, conn, events).await
     }
 
     async fn reset(&self, conn: &mut DB::Connection) -> std::result::Result<(), BoxError> {
@@ -192,15 +218,18 @@ pub(crate) trait SinkTx: Send {
         ctx: &ReactionContext,
     ) -> std::result::Result<(), BoxError>;
 
-    /// Commits the checkpoint at `position` (fenced by `lease`), the newly parked events and
-    /// the removal of replayed ones in this transaction, then the transaction. On any error
-    /// nothing of the batch is kept.
+    /// Runs the reactor's `flush` of `written` (the events whose `react` succeeded in this
+    /// transaction), then commits the checkpoint at `position` (fenced by `lease`), the newly
+    /// parked events and the removal of replayed ones in this transaction, then the
+    /// transaction. On any error nothing of the batch is kept; a failing `flush` is
+    /// [`Error::ReadModel`](crate::Error::ReadModel) with the step `flush`.
     async fn commit(
         self: Box<Self>,
         lease: &Lease,
         position: u64,
         parked: &[ParkedEvent],
         unparked: &[EventId],
+        written: &[Arc<EventEnvelope>],
     ) -> Result<RunStatus>;
 }
 
@@ -292,8 +321,20 @@ macro_rules! sql_sink {
                 position: u64,
                 parked: &[ParkedEvent],
                 unparked: &[EventId],
+                written: &[Arc<EventEnvelope>],
             ) -> Result<RunStatus> {
                 let mut this = *self;
+                if !written.is_empty() {
+                    this.sink
+                        .reactor
+                        .flush(&mut *this.write.tx, written)
+                        .await
+                        .map_err(|source| crate::Error::ReadModel {
+                            subscription: lease.key.subscription.to_string(),
+                            step: "flush",
+                            source,
+                        })?;
+                }
                 let status = this
                     .sink
                     .checkpoints

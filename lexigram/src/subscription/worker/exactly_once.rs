@@ -90,7 +90,7 @@ impl Worker {
             crate::fault::point("subscription.after_handle").await;
         }
         if let Some(open) = tx.take()
-            && !self.commit_tx(open).await?
+            && !self.commit_tx(sink, open, &in_tx).await?
         {
             return Ok(None);
         }
@@ -136,7 +136,7 @@ impl Worker {
                 return self.roll_back(&error).await.map(|()| false);
             }
         }
-        self.commit_tx(open).await
+        self.commit_tx(sink, open, events).await
     }
 
     fn park_for_good(&mut self, envelope: &EventEnvelope, attempts: u32, error: &str) {
@@ -155,11 +155,21 @@ impl Worker {
         self.park(envelope, attempts, error.to_owned());
     }
 
-    /// Commits a batch's transaction at the cursor, with the events parked meanwhile. `false`
-    /// when it was rolled back instead (the cursor is back at the checkpoint).
-    async fn commit_tx(&mut self, tx: Box<dyn SinkTx + '_>) -> Result<bool, Exit> {
+    /// Commits a batch's transaction at the cursor, with the events parked meanwhile and the
+    /// reactor's flush of `written` (the events written in it). When the flush fails, the
+    /// events are written again one per transaction. `false` when the batch was rolled back
+    /// instead (the cursor is back at the checkpoint).
+    async fn commit_tx(
+        &mut self,
+        sink: &ExactlyOnce,
+        tx: Box<dyn SinkTx + '_>,
+        written: &[Arc<EventEnvelope>],
+    ) -> Result<bool, Exit> {
         let lease = self.held.current();
-        match tx.commit(&lease, self.cursor, &self.parking, &[]).await {
+        match tx
+            .commit(&lease, self.cursor, &self.parking, &[], written)
+            .await
+        {
             Ok(status) => {
                 self.held.lease.lock().status = status;
                 self.committed = self.cursor;
@@ -172,8 +182,114 @@ impl Worker {
                 self.held.lost.send_replace(true);
                 Err(Exit::LeaseLost)
             }
+            Err(Error::ReadModel {
+                step: "flush",
+                source,
+                ..
+            }) if written.len() > 1 => {
+                tracing::warn!(
+                    target: "lexigram::subscription",
+                    subscription = %self.shared.def.name,
+                    partition = self.partition,
+                    error = %source,
+                    events = written.len(),
+                    "a batch's flush failed; writing its events one per transaction"
+                );
+                self.one_by_one(sink, written).await.map(|()| true)
+            }
             Err(error) => self.roll_back(&error).await.map(|()| false),
         }
+    }
+
+    /// Writes `events` (a rolled-back batch's, whose flush failed) one per transaction, in
+    /// order: each with the events parked before it, so the checkpoint never passes a parked
+    /// event before it is recorded; one that fails is retried and parked alone, and the later
+    /// events of its stream are parked behind it.
+    async fn one_by_one(
+        &mut self,
+        sink: &ExactlyOnce,
+        events: &[Arc<EventEnvelope>],
+    ) -> Result<(), Exit> {
+        let mut waiting = std::mem::take(&mut self.parking);
+        for envelope in events {
+            let position = envelope.global_position;
+            waiting.sort_by_key(|p| p.position);
+            let split = waiting.partition_point(|p| p.position < position);
+            let before: Vec<_> = waiting.drain(..split).collect();
+            if !before.is_empty() {
+                let lease = self.held.current();
+                match self
+                    .shared
+                    .checkpoints
+                    .commit(&lease, position.saturating_sub(1), &before)
+                    .await
+                {
+                    Ok(_) => self.committed = self.committed.max(position.saturating_sub(1)),
+                    Err(Error::LeaseLost { .. }) => {
+                        self.held.lost.send_replace(true);
+                        return Err(Exit::LeaseLost);
+                    }
+                    Err(error) => {
+                        self.parking = before;
+                        return self.roll_back(&error).await;
+                    }
+                }
+            }
+            if self.parked_streams.contains(&envelope.stream_id) {
+                self.park(envelope, 0, "an earlier event of this stream is parked; replay the stream's parked events to handle it".to_owned());
+            } else {
+                let first = self.write_alone(sink, envelope).await?;
+                if let Err(error) = first {
+                    match self.retry_alone(sink, envelope, error).await? {
+                        Ok(()) => self.committed = self.committed.max(position),
+                        Err((attempts, error)) => {
+                            self.park_for_good(envelope, attempts, &error.to_string());
+                        }
+                    }
+                } else {
+                    self.committed = self.committed.max(position);
+                }
+            }
+            waiting.append(&mut self.parking);
+        }
+        self.parking = waiting;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// One attempt at `envelope` in a transaction of its own, committing the checkpoint at
+    /// its position.
+    async fn write_alone(
+        &mut self,
+        sink: &ExactlyOnce,
+        envelope: &Arc<EventEnvelope>,
+    ) -> Result<Result<(), BoxError>, Exit> {
+        let lease = self.held.current();
+        let ctx = context(&self.shared, self.partition, envelope, 1, false);
+        let span = reaction_span(&self.shared, self.partition, envelope, false);
+        let position = envelope.global_position;
+        let attempt = self
+            .shared
+            .delivery
+            .attempt(in_scope(
+                Parent::Event(Arc::clone(envelope)),
+                async {
+                    let mut tx = sink.0.begin().await?;
+                    tx.react(envelope, &ctx).await?;
+                    tx.commit(&lease, position, &[], &[], std::slice::from_ref(envelope))
+                        .await?;
+                    Ok::<(), BoxError>(())
+                }
+                .instrument(span),
+            ))
+            .await;
+        if let Err(error) = &attempt
+            && is_lease_lost(error)
+        {
+            self.held.lost.send_replace(true);
+            return Err(Exit::LeaseLost);
+        }
+        Ok(attempt)
     }
 
     /// Forgets an uncommitted batch: the cursor goes back to the checkpoint, the parked set to
@@ -238,7 +354,8 @@ impl Worker {
                 async move {
                     let mut tx = sink.0.begin().await?;
                     tx.react(envelope, &ctx).await?;
-                    tx.commit(lease, position, &[], &[]).await?;
+                    tx.commit(lease, position, &[], &[], std::slice::from_ref(envelope))
+                        .await?;
                     Ok::<(), BoxError>(())
                 }
                 .instrument(span),
@@ -287,7 +404,14 @@ impl Worker {
                 async move {
                     let mut tx = sink.0.begin().await?;
                     tx.react(envelope, &ctx).await?;
-                    tx.commit(&lease, committed, &[], &[id]).await?;
+                    tx.commit(
+                        &lease,
+                        committed,
+                        &[],
+                        &[id],
+                        std::slice::from_ref(envelope),
+                    )
+                    .await?;
                     Ok::<(), BoxError>(())
                 }
                 .instrument(span),
