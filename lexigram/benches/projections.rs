@@ -9,6 +9,9 @@
 //! - `projection_catch_up/<backend>/raw_floor`: the same work with no framework around it:
 //!   read a page of 500 with `read_all`, then in one transaction one upsert per event and one
 //!   checkpoint update, commit, repeat.
+//! - `projection_catch_up/postgres/flushed`: the same projection writing each batch in one
+//!   statement from its `flush` (`INSERT .. SELECT .. FROM UNNEST($1) GROUP BY .. ON CONFLICT
+//!   DO UPDATE`), beside `flushed_floor`: the raw loop doing that one statement per page.
 //!
 //! Goal: the projection ≥ 70 % of the floor, and ≥ 40 000 events/s on PostgreSQL.
 //! PostgreSQL runs when `LEXIGRAM_TEST_POSTGRES_URL` is set (its own database, dropped after).
@@ -44,6 +47,41 @@ const PAYLOAD: &str = r#"{"account":"acc-0001","amount":125,"currency":"EUR"}"#;
 
 /// One upsert per event into `bench_counts`.
 struct Counts;
+
+/// The same counts, written once per batch in one statement.
+#[cfg(feature = "postgres")]
+struct FlushedCounts;
+
+#[cfg(feature = "postgres")]
+const POSTGRES_FLUSH: &str = "INSERT INTO bench_counts (stream, n)
+     SELECT s, COUNT(*) FROM UNNEST($1::text[]) AS s GROUP BY s
+     ON CONFLICT (stream) DO UPDATE SET n = bench_counts.n + excluded.n";
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl TransactionalReactor<sqlx::Postgres> for FlushedCounts {
+    async fn react(
+        &self,
+        _conn: &mut sqlx::PgConnection,
+        _event: &EventEnvelope,
+        _ctx: &ReactionContext,
+    ) -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    async fn flush(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[Arc<EventEnvelope>],
+    ) -> Result<(), BoxError> {
+        let streams: Vec<&str> = events.iter().map(|e| e.stream_id.as_str()).collect();
+        sqlx::query(POSTGRES_FLUSH)
+            .bind(streams)
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
 
 #[cfg(feature = "sqlite")]
 #[async_trait]
@@ -88,6 +126,8 @@ struct Backend {
     events: Arc<dyn EventStore>,
     checkpoints: Arc<dyn CheckpointStore>,
     sink: ExactlyOnce,
+    /// The flushing projection's sink (PostgreSQL).
+    flushed: Option<ExactlyOnce>,
     floor: Floor,
     next: AtomicU64,
     _cleanup: Box<dyn Send + Sync>,
@@ -156,6 +196,7 @@ async fn backends() -> Vec<Backend> {
             name: "sqlite",
             checkpoints: Arc::new(SqliteCheckpointStore::new(&store)),
             sink: ExactlyOnce::sqlite(&store, Counts),
+            flushed: None,
             floor: Floor::Sqlite(store.pool().clone()),
             events: Arc::new(store),
             next: AtomicU64::new(0),
@@ -178,6 +219,7 @@ async fn backends() -> Vec<Backend> {
             name: "postgres",
             checkpoints: Arc::new(PostgresCheckpointStore::new(&store)),
             sink: ExactlyOnce::postgres(&store, Counts),
+            flushed: Some(ExactlyOnce::postgres(&store, FlushedCounts)),
             floor: Floor::Postgres(store.pool().clone()),
             events: Arc::new(store),
             next: AtomicU64::new(0),
@@ -190,8 +232,8 @@ async fn backends() -> Vec<Backend> {
     all
 }
 
-/// How long the projection takes to catch up over the whole log.
-async fn projection(backend: &Backend) -> Duration {
+/// How long the projection with `sink` takes to catch up over the whole log.
+async fn projection(backend: &Backend, sink: &ExactlyOnce) -> Duration {
     let head = backend.events.last_position().await.unwrap();
     let reactions = Reactions::new(
         Arc::clone(&backend.events),
@@ -205,7 +247,7 @@ async fn projection(backend: &Backend) -> Duration {
             Duration::from_secs(3),
             Duration::from_millis(100),
         )
-        .exactly_once(backend.sink.clone())
+        .exactly_once(sink.clone())
         .build()
         .unwrap();
     let started = Instant::now();
@@ -220,17 +262,17 @@ async fn projection(backend: &Backend) -> Duration {
 }
 
 /// The floor: pages of `BATCH` from `read_all`, each written in one transaction with one
-/// upsert per event and one checkpoint update. Returns the events written. It runs in a task
+/// upsert per event (or, `flushed`, one statement per page) and one checkpoint update. Returns the events written. It runs in a task
 /// of the runtime, as the projection's workers do (criterion's `block_on` thread would pay a
 /// thread wake-up for every round trip).
-async fn raw_floor(backend: &Backend) -> u64 {
+async fn raw_floor(backend: &Backend, flushed: bool) -> u64 {
     let (events, floor) = (Arc::clone(&backend.events), backend.floor.clone());
-    tokio::spawn(async move { floor_pass(&*events, &floor).await })
+    tokio::spawn(async move { floor_pass(&*events, &floor, flushed).await })
         .await
         .unwrap()
 }
 
-async fn floor_pass(events: &dyn EventStore, floor: &Floor) -> u64 {
+async fn floor_pass(events: &dyn EventStore, floor: &Floor, flushed: bool) -> u64 {
     let mut after = 0;
     let mut written = 0;
     loop {
@@ -242,6 +284,8 @@ async fn floor_pass(events: &dyn EventStore, floor: &Floor) -> u64 {
         match floor {
             #[cfg(feature = "sqlite")]
             Floor::Sqlite(pool) => {
+                // The flushed variant runs on PostgreSQL only.
+                let _ = flushed;
                 let mut tx = pool.begin().await.unwrap();
                 for event in &page {
                     sqlx::query(SQLITE_UPSERT)
@@ -260,12 +304,21 @@ async fn floor_pass(events: &dyn EventStore, floor: &Floor) -> u64 {
             #[cfg(feature = "postgres")]
             Floor::Postgres(pool) => {
                 let mut tx = pool.begin().await.unwrap();
-                for event in &page {
-                    sqlx::query(POSTGRES_UPSERT)
-                        .bind(event.stream_id.as_str())
+                if flushed {
+                    let streams: Vec<&str> = page.iter().map(|e| e.stream_id.as_str()).collect();
+                    sqlx::query(POSTGRES_FLUSH)
+                        .bind(streams)
                         .execute(&mut *tx)
                         .await
                         .unwrap();
+                } else {
+                    for event in &page {
+                        sqlx::query(POSTGRES_UPSERT)
+                            .bind(event.stream_id.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .unwrap();
+                    }
                 }
                 sqlx::query("UPDATE bench_floor SET position = $1 WHERE id = 1")
                     .bind(position)
@@ -293,18 +346,34 @@ fn benches(c: &mut Criterion) {
     for backend in &all {
         group.bench_function(BenchmarkId::new(backend.name, "raw_floor"), |b| {
             b.to_async(&runtime).iter(|| async {
-                assert_eq!(raw_floor(backend).await, EVENTS);
+                assert_eq!(raw_floor(backend, false).await, EVENTS);
             });
         });
         group.bench_function(BenchmarkId::new(backend.name, "projection"), |b| {
             b.to_async(&runtime).iter_custom(|iters| async move {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    total += projection(backend).await;
+                    total += projection(backend, &backend.sink).await;
                 }
                 total
             });
         });
+        if let Some(flushed) = &backend.flushed {
+            group.bench_function(BenchmarkId::new(backend.name, "flushed_floor"), |b| {
+                b.to_async(&runtime).iter(|| async {
+                    assert_eq!(raw_floor(backend, true).await, EVENTS);
+                });
+            });
+            group.bench_function(BenchmarkId::new(backend.name, "flushed"), |b| {
+                b.to_async(&runtime).iter_custom(|iters| async move {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += projection(backend, flushed).await;
+                    }
+                    total
+                });
+            });
+        }
     }
     group.finish();
     runtime.block_on(async {
