@@ -13,6 +13,15 @@
 //!   statement from its `flush` (`INSERT .. SELECT .. FROM UNNEST($1) GROUP BY .. ON CONFLICT
 //!   DO UPDATE`), beside `flushed_floor`: the raw loop doing that one statement per page.
 //!
+//! - `rebuild/postgres/...` (printed, median of four): a rebuild of the flushing projection
+//!   over 1 000 000 events (the model emptied and the checkpoint reset in one transaction, then
+//!   replayed to the head), timed from `rebuild` until its checkpoint reached the head, beside
+//!   the raw loop doing the same (empty the table and reset the checkpoint, then the flushed
+//!   pass), and the same rebuild watched through `wait_rebuilt` with progress every 50 ms
+//!   (the two rebuilds take turns going first; every run starts after a `VACUUM` of the
+//!   tables the run before rewrote).
+//!   Goal (D4): ≥ 70 % of the raw loop, progress costing < 2 %.
+//!
 //! Goal: the projection ≥ 70 % of the floor, and ≥ 40 000 events/s on PostgreSQL.
 //! PostgreSQL runs when `LEXIGRAM_TEST_POSTGRES_URL` is set (its own database, dropped after).
 //!
@@ -384,5 +393,191 @@ fn benches(c: &mut Criterion) {
     drop(all);
 }
 
-criterion_group!(projections, benches);
+/// Events in the rebuild's log.
+#[cfg(feature = "postgres")]
+const REBUILD_EVENTS: u64 = 1_000_000;
+
+/// D4: rebuilds over a log of `REBUILD_EVENTS`, beside the raw loop (printed).
+#[cfg(feature = "postgres")]
+async fn rebuild_report() {
+    use lexigram::store::PostgresEventStore;
+    use lexigram::subscription::PostgresCheckpointStore;
+    let Some(db) = pgdb::TestDb::create().await else {
+        return;
+    };
+    let store = PostgresEventStore::connect(&db.config()).await.unwrap();
+    for statement in [
+        "CREATE TABLE bench_counts (stream TEXT PRIMARY KEY, n BIGINT NOT NULL)",
+        "CREATE TABLE bench_floor (id INTEGER PRIMARY KEY, position BIGINT NOT NULL)",
+        "INSERT INTO bench_floor (id, position) VALUES (1, 0)",
+    ] {
+        sqlx::query(statement).execute(store.pool()).await.unwrap();
+    }
+    let filled = Instant::now();
+    let per_append = 500;
+    for chunk in 0..REBUILD_EVENTS / per_append {
+        let stream = format!("acc-{}", chunk % STREAMS);
+        let events = (0..per_append)
+            .map(|_| {
+                NewEvent::new(
+                    "bank.Deposited",
+                    1,
+                    Payload::from_json_text(PAYLOAD),
+                    MessageMetadata::new(),
+                )
+            })
+            .collect();
+        store
+            .append(&stream, events, ExpectedVersion::Any)
+            .await
+            .unwrap();
+    }
+    println!(
+        "rebuild/postgres: {REBUILD_EVENTS} events stored in {:?}",
+        filled.elapsed()
+    );
+    let events: Arc<dyn EventStore> = Arc::new(store.clone());
+    let reactions = Reactions::new(
+        Arc::clone(&events),
+        Arc::new(PostgresCheckpointStore::new(&store)),
+    );
+    let subscription = Subscription::builder("rebuilt")
+        .batch_size(BATCH)
+        .leases(
+            Duration::from_secs(10),
+            Duration::from_secs(3),
+            Duration::from_millis(100),
+        )
+        .exactly_once(ExactlyOnce::postgres(&store, FlushedResettable))
+        .build()
+        .unwrap();
+    reactions.start(subscription).await.unwrap();
+    let head = events.last_position().await.unwrap();
+    reactions
+        .wait_for("rebuilt", head, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let floor = Floor::Postgres(store.pool().clone());
+    // Every run starts from tables without the dead rows of the run before (a rebuild updates
+    // each counter row hundreds of times), so autovacuum's timing does not decide the order.
+    let vacuum = || async {
+        sqlx::query("VACUUM bench_counts, bench_floor, lexigram_subscriptions")
+            .execute(store.pool())
+            .await
+            .unwrap();
+    };
+    sqlx::query("VACUUM ANALYZE")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let (mut plain, mut watched, mut raw) = (Vec::new(), Vec::new(), Vec::new());
+    let mut reports = 0usize;
+    for round in 0..4 {
+        // The two rebuilds take turns going first, so neither always follows the raw loop.
+        for watch in [round % 2 == 0, round % 2 == 1] {
+            vacuum().await;
+            let started = Instant::now();
+            reactions.rebuild("rebuilt").await.unwrap();
+            if watch {
+                reactions
+                    .wait_rebuilt("rebuilt", Duration::from_secs(600), |_| reports += 1)
+                    .await
+                    .unwrap();
+                watched.push(started.elapsed());
+            } else {
+                reactions
+                    .wait_for("rebuilt", head, Duration::from_secs(600))
+                    .await
+                    .unwrap();
+                plain.push(started.elapsed());
+            }
+        }
+
+        vacuum().await;
+        let started = Instant::now();
+        let (events, floor) = (Arc::clone(&events), floor.clone());
+        let written = tokio::spawn(async move {
+            if let Floor::Postgres(pool) = &floor {
+                let mut tx = pool.begin().await.unwrap();
+                sqlx::query("DELETE FROM bench_counts")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                sqlx::query("UPDATE bench_floor SET position = 0 WHERE id = 1")
+                    .execute(&mut *tx)
+                    .await
+                    .unwrap();
+                tx.commit().await.unwrap();
+            }
+            floor_pass(&*events, &floor, true).await
+        })
+        .await
+        .unwrap();
+        assert_eq!(written, REBUILD_EVENTS);
+        raw.push(started.elapsed());
+    }
+    reactions.shutdown().await.unwrap();
+    let median = |runs: &mut Vec<Duration>| {
+        runs.sort();
+        runs[runs.len() / 2]
+    };
+    let rate = |d: Duration| REBUILD_EVENTS as f64 / d.as_secs_f64();
+    let (plain, watched, raw) = (median(&mut plain), median(&mut watched), median(&mut raw));
+    println!(
+        "rebuild/postgres/{REBUILD_EVENTS} events: rebuild {:.0} events/s ({plain:?}), raw loop {:.0} events/s ({raw:?}) = {:.2}x; watched with progress {:.0} events/s ({watched:?}, {reports} progress reports) = {:+.1} % against the unwatched rebuild (medians of 4)",
+        rate(plain),
+        rate(raw),
+        rate(plain) / rate(raw),
+        rate(watched),
+        (watched.as_secs_f64() / plain.as_secs_f64() - 1.0) * 100.0,
+    );
+    let _ = events.close().await;
+    drop(db);
+}
+
+/// [`FlushedCounts`] that can start over.
+#[cfg(feature = "postgres")]
+struct FlushedResettable;
+
+#[cfg(feature = "postgres")]
+#[async_trait]
+impl TransactionalReactor<sqlx::Postgres> for FlushedResettable {
+    async fn react(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        event: &EventEnvelope,
+        ctx: &ReactionContext,
+    ) -> Result<(), BoxError> {
+        FlushedCounts.react(conn, event, ctx).await
+    }
+
+    async fn flush(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[Arc<EventEnvelope>],
+    ) -> Result<(), BoxError> {
+        FlushedCounts.flush(conn, events).await
+    }
+
+    async fn reset(&self, conn: &mut sqlx::PgConnection) -> Result<(), BoxError> {
+        sqlx::query("DELETE FROM bench_counts")
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+}
+
+fn rebuilds(_: &mut Criterion) {
+    #[cfg(feature = "postgres")]
+    {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(rebuild_report());
+    }
+}
+
+criterion_group!(projections, benches, rebuilds);
 criterion_main!(projections);

@@ -75,6 +75,9 @@ struct Running {
 }
 
 enum Request {
+    /// Every lease was fenced out (a rebuild started here): end the workers now and claim
+    /// again at once.
+    Fenced,
     /// Replay a stream's parked events if this node holds its partition.
     Replay {
         stream: StreamId,
@@ -482,6 +485,16 @@ impl Reactions {
         };
         let target = self.inner.events.last_position().await?;
         sink.0.rebuild(name, shared.def.version, target).await?;
+        // This node's workers learn it now; other nodes at their next commit or renewal.
+        let requests = self
+            .inner
+            .running
+            .lock()
+            .get(name)
+            .map(|r| r.requests.clone());
+        if let Some(requests) = requests {
+            let _ = requests.send(Request::Fenced).await;
+        }
         tracing::info!(target: "lexigram::subscription", subscription = name, target, "rebuild started");
         self.rebuild_progress(name)
             .await?
@@ -837,6 +850,18 @@ impl Coordinator {
 
     async fn route(&mut self, request: Request) {
         match request {
+            Request::Fenced => {
+                for worker in self.workers.values() {
+                    let _ = worker.control.send(Control::Fenced).await;
+                }
+                let wait = self.shared.def.options.drain_timeout;
+                for (_, worker) in std::mem::take(&mut self.workers) {
+                    let mut task = worker.task;
+                    if tokio::time::timeout(wait, task.join()).await.is_err() {
+                        task.abort();
+                    }
+                }
+            }
             Request::Replay { stream, reply } => {
                 let partition = Partition::of(stream.as_str(), self.partitions);
                 let routed = match self.workers.get(&partition) {

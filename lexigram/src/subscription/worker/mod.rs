@@ -52,6 +52,9 @@ pub(crate) enum Stop {
 
 /// A request to a running worker, served between batches.
 pub(crate) enum Control {
+    /// Every lease of the subscription was fenced out (a rebuild started here): end now
+    /// instead of at the next renewal, committing nothing.
+    Fenced,
     /// Replay the parked events of one stream, in order.
     ReplayParked {
         stream: StreamId,
@@ -514,6 +517,10 @@ impl Worker {
 
     async fn serve(&mut self, request: Control) -> Option<Exit> {
         match request {
+            Control::Fenced => {
+                self.held.lost.send_replace(true);
+                Some(Exit::LeaseLost)
+            }
             Control::ReplayParked { stream, reply } => {
                 // Commit first, so the parked set in the store is complete.
                 if let Some(exit) = self.commit_pending().await {
