@@ -71,8 +71,16 @@ impl Worker {
                     // Rolled back with its writes; what came before commits on its own, then
                     // this event is tried again alone.
                     drop(tx.take());
-                    if !in_tx.is_empty() && !self.rewrite(sink, &in_tx).await? {
-                        return Ok(None);
+                    if !in_tx.is_empty() {
+                        if !self.rewrite(sink, &in_tx).await? {
+                            return Ok(None);
+                        }
+                    } else if !self.parking.is_empty()
+                        && let Some(exit) = self.commit().await
+                    {
+                        // Events parked before it are recorded before the checkpoint can
+                        // move past them with this event.
+                        return Err(exit);
                     }
                     in_tx.clear();
                     match self.retry_alone(sink, &envelope, error).await? {
