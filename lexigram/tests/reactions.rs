@@ -450,3 +450,78 @@ async fn a_projection_runs_with_the_app_and_its_wiring_mistakes_are_bootstrap_pr
     );
     app.shutdown().await.unwrap();
 }
+
+/// An in-memory read model: events per stream, refusing the stream `poison`.
+#[derive(Clone, Default)]
+struct PerStream(std::collections::BTreeMap<String, u64>);
+
+impl lexigram::subscription::MemoryProjection for PerStream {
+    fn apply(
+        &mut self,
+        event: &lexigram::message::EventEnvelope,
+        _ctx: &ReactionContext,
+    ) -> Result<(), lexigram::error::BoxError> {
+        if event.stream_id.as_str() == "poison" {
+            return Err("poison cannot be counted".into());
+        }
+        *self.0.entry(event.stream_id.to_string()).or_default() += 1;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_memory_projection_counts_each_event_once_parks_what_fails_and_rebuilds() {
+    use lexigram::subscription::{InMemoryProjection, Subscription};
+
+    let model = InMemoryProjection::<PerStream>::new();
+    let app = App::builder()
+        .module(
+            EventsModule::configure(EventsConfig::memory())
+                .handler_modules(["reactions::none"])
+                .memory_projection(
+                    Subscription::builder("test.per-stream")
+                        .partitions(2)
+                        .retry(
+                            Duration::from_millis(1),
+                            2.0,
+                            Duration::from_millis(2),
+                            0.0,
+                            2,
+                        ),
+                    model.clone(),
+                ),
+        )
+        .build()
+        .await
+        .unwrap();
+    let mut position = 0;
+    for account in ["a", "b", "a", "poison", "c", "a"] {
+        position = append(&app, account, opened(account)).await;
+    }
+    wait(&app, "test.per-stream", position).await;
+    let counts = model.read(|m| m.0.clone()).await;
+    let expected: std::collections::BTreeMap<String, u64> =
+        [("a".into(), 3), ("b".into(), 1), ("c".into(), 1)].into();
+    assert_eq!(
+        counts, expected,
+        "each event once; the failing one left no trace"
+    );
+    let reactions = app.get::<Reactions>().unwrap();
+    let parked = reactions.parked("test.per-stream").await.unwrap();
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert_eq!(parked[0].stream.as_str(), "poison");
+
+    // A rebuild empties the model with the checkpoints and replays to the head.
+    reactions.rebuild("test.per-stream").await.unwrap();
+    let done = reactions
+        .wait_rebuilt("test.per-stream", Duration::from_secs(10), |_| {})
+        .await
+        .unwrap();
+    assert!(done.is_done());
+    assert_eq!(
+        model.read(|m| m.0.clone()).await,
+        expected,
+        "the same after a rebuild"
+    );
+    app.shutdown().await.unwrap();
+}

@@ -666,11 +666,12 @@ impl EventsConfig {
         Ok(match &self.store {
             StoreConfig::Memory => {
                 let store = InMemoryEventStore::new().with_schema(schema);
+                let checkpoints = crate::subscription::InMemoryCheckpointStore::new();
                 OpenStores {
                     snapshots: Arc::new(store.snapshot_store().with_max_per_aggregate(keep)),
-                    checkpoints: Arc::new(crate::subscription::InMemoryCheckpointStore::new()),
+                    checkpoints: Arc::new(checkpoints.clone()),
                     events: Arc::new(store),
-                    concrete: ConcreteStore::Memory,
+                    concrete: ConcreteStore::Memory(checkpoints),
                 }
             }
             #[cfg(feature = "sqlite")]
@@ -720,8 +721,8 @@ pub struct OpenStores {
 /// An opened event store as its own type.
 #[derive(Debug, Clone)]
 pub(crate) enum ConcreteStore {
-    /// In memory.
-    Memory,
+    /// In memory, with the checkpoint store beside it (in-memory projections commit to it).
+    Memory(crate::subscription::InMemoryCheckpointStore),
     /// A SQLite file or in-memory database.
     #[cfg(feature = "sqlite")]
     Sqlite(crate::store::SqliteEventStore),
@@ -734,7 +735,7 @@ impl ConcreteStore {
     /// The backend's name, as `EventStore::backend` gives it.
     pub(crate) fn backend(&self) -> &'static str {
         match self {
-            Self::Memory => "memory",
+            Self::Memory(_) => "memory",
             #[cfg(feature = "sqlite")]
             Self::Sqlite(_) => "sqlite",
             #[cfg(feature = "postgres")]

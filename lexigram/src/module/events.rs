@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::projection::SqlProjection;
+use super::projection::DeclaredProjection;
 use super::wiring::{self, HandlerKind, HandlerRegistration, Stores, Wiring};
 use super::{ComponentHealth, Container, HealthStatus, Module, Problem};
 use crate::command::CommandBus;
@@ -59,7 +59,7 @@ pub struct EventsModule {
     config: EventsConfig,
     manual: Vec<ManualWiring>,
     schema: Vec<SchemaSetup>,
-    projections: Vec<SqlProjection>,
+    projections: Vec<DeclaredProjection>,
 }
 
 impl fmt::Debug for EventsModule {
@@ -202,7 +202,48 @@ impl EventsModule {
         reactor: impl crate::subscription::TransactionalReactor<sqlx::Sqlite>,
     ) -> Self {
         self.projections
-            .push(SqlProjection::sqlite(subscription, reactor));
+            .push(DeclaredProjection::sqlite(subscription, reactor));
+        self
+    }
+
+    /// Runs an in-memory projection over the configured memory store (for tests and small
+    /// programs): `projection` is the handle that reads the model (keep a clone of it), its
+    /// checkpoints live in the memory checkpoint store, and each batch's effect on the model
+    /// commits with its checkpoint (see
+    /// [`ExactlyOnce::memory`](crate::subscription::ExactlyOnce::memory)). Another backend than
+    /// memory is a bootstrap problem: use `sqlite_projection` or `postgres_projection` there.
+    ///
+    /// ```
+    /// use lexigram::error::BoxError;
+    /// use lexigram::message::EventEnvelope;
+    /// use lexigram::subscription::{
+    ///     InMemoryProjection, MemoryProjection, ReactionContext, Subscription,
+    /// };
+    /// use lexigram::{EventsConfig, EventsModule};
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct Count(u64);
+    ///
+    /// impl MemoryProjection for Count {
+    ///     fn apply(&mut self, _event: &EventEnvelope, _ctx: &ReactionContext) -> Result<(), BoxError> {
+    ///         self.0 += 1;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let count = InMemoryProjection::<Count>::new();
+    /// let module = EventsModule::configure(EventsConfig::memory())
+    ///     .memory_projection(Subscription::builder("app.count"), count.clone());
+    /// # let _ = module;
+    /// ```
+    #[must_use]
+    pub fn memory_projection<P: crate::subscription::MemoryProjection>(
+        mut self,
+        subscription: crate::subscription::SubscriptionBuilder,
+        projection: crate::subscription::InMemoryProjection<P>,
+    ) -> Self {
+        self.projections
+            .push(DeclaredProjection::memory(subscription, projection));
         self
     }
 
@@ -217,7 +258,7 @@ impl EventsModule {
         reactor: impl crate::subscription::TransactionalReactor<sqlx::Postgres>,
     ) -> Self {
         self.projections
-            .push(SqlProjection::postgres(subscription, reactor));
+            .push(DeclaredProjection::postgres(subscription, reactor));
         self
     }
 
@@ -280,19 +321,20 @@ impl Module for EventsModule {
                         ),
                     );
                     // Keep wiring over in-memory stores, to report every other problem too.
+                    let checkpoints = InMemoryCheckpointStore::new();
                     (
                         Arc::new(InMemoryEventStore::new().with_schema(Arc::clone(&schema)))
                             as Arc<dyn EventStore>,
                         Arc::new(InMemorySnapshotStore::new()) as Arc<dyn SnapshotStore>,
-                        Arc::new(InMemoryCheckpointStore::new()) as Arc<dyn CheckpointStore>,
-                        ConcreteStore::Memory,
+                        Arc::new(checkpoints.clone()) as Arc<dyn CheckpointStore>,
+                        ConcreteStore::Memory(checkpoints),
                     )
                 }
             };
         // The store as its own type too, for handlers that query its database (a
         // projection's read model): `Dep<SqliteEventStore>`, `Dep<PostgresEventStore>`.
         match &concrete {
-            ConcreteStore::Memory => {}
+            ConcreteStore::Memory(_) => {}
             #[cfg(feature = "sqlite")]
             ConcreteStore::Sqlite(store) => {
                 container.provide(store.clone());
@@ -474,7 +516,7 @@ impl Module for EventsModule {
 /// every definition problem of the declared ones, each at its declarations.
 /// A projection whose backend is not the store's.
 fn projection_backends(
-    projections: &[SqlProjection],
+    projections: &[DeclaredProjection],
     store: &ConcreteStore,
     problems: &mut Vec<Problem>,
 ) {
@@ -499,7 +541,7 @@ fn projection_backends(
 
 fn check_reactions(
     registry: &ReactionRegistry,
-    projections: &[SqlProjection],
+    projections: &[DeclaredProjection],
     config: &crate::config::ReactionsConfig,
     problems: &mut Vec<Problem>,
 ) {

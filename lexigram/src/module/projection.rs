@@ -1,6 +1,7 @@
-//! Exactly-once SQL projections run by [`EventsModule`](super::EventsModule): a subscription
-//! and a [`TransactionalReactor`] for one SQL backend, made a running subscription once the
-//! module has opened the store (the sink needs the store's own database).
+//! Exactly-once projections run by [`EventsModule`](super::EventsModule): a subscription and
+//! what writes its model (a `TransactionalReactor` for one SQL backend, or an in-memory
+//! model), made a running subscription once the module has opened the store (the sink needs
+//! the store's own database, or the memory checkpoint store).
 
 use std::fmt;
 
@@ -12,22 +13,22 @@ use crate::subscription::{ExactlyOnce, Subscription, SubscriptionBuilder};
 type MakeSink = Box<dyn Fn(&ConcreteStore) -> Option<ExactlyOnce> + Send + Sync>;
 
 /// A projection declared on the module, waiting for its store.
-pub(crate) struct SqlProjection {
+pub(crate) struct DeclaredProjection {
     builder: SubscriptionBuilder,
     backend: &'static str,
     sink: MakeSink,
 }
 
-impl fmt::Debug for SqlProjection {
+impl fmt::Debug for DeclaredProjection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqlProjection")
+        f.debug_struct("DeclaredProjection")
             .field("name", self.builder.name())
             .field("backend", &self.backend)
             .finish_non_exhaustive()
     }
 }
 
-impl SqlProjection {
+impl DeclaredProjection {
     /// A projection writing to the events' SQLite database.
     #[cfg(feature = "sqlite")]
     pub(crate) fn sqlite(
@@ -62,6 +63,24 @@ impl SqlProjection {
                     events,
                     std::sync::Arc::clone(&reactor),
                 )),
+                _ => None,
+            }),
+        }
+    }
+
+    /// A projection kept in memory, over the memory store.
+    pub(crate) fn memory<P: crate::subscription::MemoryProjection>(
+        builder: SubscriptionBuilder,
+        projection: crate::subscription::InMemoryProjection<P>,
+    ) -> Self {
+        Self {
+            builder,
+            backend: "memory",
+            sink: Box::new(move |store| match store {
+                ConcreteStore::Memory(checkpoints) => {
+                    Some(ExactlyOnce::memory(checkpoints, &projection))
+                }
+                #[allow(unreachable_patterns)]
                 _ => None,
             }),
         }

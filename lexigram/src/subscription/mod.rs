@@ -26,6 +26,7 @@
 
 mod checkpoint;
 mod definition;
+mod memory_projection;
 mod reactions;
 mod reactor;
 mod registry;
@@ -35,6 +36,7 @@ mod worker;
 
 pub use checkpoint::*;
 pub use definition::{StartFrom, Subscription, SubscriptionBuilder, SubscriptionOptions};
+pub use memory_projection::{InMemoryProjection, MemoryProjection};
 pub use reactions::{Reactions, RebuildProgress, SubscriptionStatus};
 pub use reactor::{FnReactor, ReactionContext, Reactor, reactor_fn};
 pub use registry::{ReactionConflict, ReactionDecl, ReactionHandler, ReactionRegistry};
