@@ -131,7 +131,7 @@ async fn reopening_runs_no_migration_twice_and_keeps_data() -> lexigram::Result<
             .unwrap();
     assert_eq!(
         applied.len(),
-        4,
+        5,
         "each migration recorded once: {applied:?}"
     );
     assert_eq!(again.version("s").await?, 1, "data survives reopening");

@@ -164,11 +164,8 @@ fn migrations(names: &StoreSql<Statements>) -> Vec<Migration> {
         },
         Migration {
             version: 4,
-            name: "subscription control requests and rebuilds",
+            name: "subscription control requests",
             statements: vec![
-                format!(
-                    "ALTER TABLE {s}.{p}subscriptions ADD COLUMN rebuild_target bigint, ADD COLUMN rebuild_started_at timestamptz"
-                ),
                 format!(
                     "CREATE TABLE {s}.{p}requests (
                         id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -189,6 +186,13 @@ fn migrations(names: &StoreSql<Statements>) -> Vec<Migration> {
                     "CREATE INDEX {p}requests_open ON {s}.{p}requests (name, version) WHERE finished_at IS NULL"
                 ),
             ],
+        },
+        Migration {
+            version: 5,
+            name: "subscription rebuilds",
+            statements: vec![format!(
+                "ALTER TABLE {s}.{p}subscriptions ADD COLUMN rebuild_target bigint, ADD COLUMN rebuild_started_at timestamptz"
+            )],
         },
     ]
 }

@@ -355,7 +355,7 @@ mod tests {
                 .fetch_all(&db.pool)
                 .await
                 .map_err(|e| SqliteDialect::unavailable("test", e))?;
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
         Ok(())
     }
 

@@ -170,10 +170,8 @@ fn migrations(p: &str) -> Vec<Migration> {
         },
         Migration {
             version: 4,
-            name: "subscription control requests and rebuilds",
+            name: "subscription control requests",
             statements: vec![
-                format!("ALTER TABLE {p}subscriptions ADD COLUMN rebuild_target INTEGER"),
-                format!("ALTER TABLE {p}subscriptions ADD COLUMN rebuild_started_at INTEGER"),
                 format!(
                     "CREATE TABLE {p}requests (
                         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -193,6 +191,14 @@ fn migrations(p: &str) -> Vec<Migration> {
                 format!(
                     "CREATE INDEX {p}requests_open ON {p}requests (name, version) WHERE finished_at IS NULL"
                 ),
+            ],
+        },
+        Migration {
+            version: 5,
+            name: "subscription rebuilds",
+            statements: vec![
+                format!("ALTER TABLE {p}subscriptions ADD COLUMN rebuild_target INTEGER"),
+                format!("ALTER TABLE {p}subscriptions ADD COLUMN rebuild_started_at INTEGER"),
             ],
         },
     ]
