@@ -519,7 +519,11 @@ async fn an_older_schema_is_upgraded_and_rerunning_migrations_is_a_no_op() -> le
             .fetch_all(again.pool())
             .await
             .unwrap();
-    assert_eq!(applied, [1, 2, 3, 4, 5], "upgraded once, then nothing to do");
+    assert_eq!(
+        applied,
+        [1, 2, 3, 4, 5],
+        "upgraded once, then nothing to do"
+    );
     assert_eq!(store.version("s").await?, 2, "data kept");
     let snapshots = store.snapshot_store();
     snapshots
