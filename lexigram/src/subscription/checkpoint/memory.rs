@@ -260,7 +260,7 @@ impl CheckpointStore for InMemoryCheckpointStore {
             stored.entry(event.event_id).or_insert_with(|| {
                 let mut event = event.clone();
                 if event.error.chars().count() > 2_000 {
-                    event.error = event.error.chars().take(2_000).collect();
+                    event.error = super::cut(&event.error);
                 }
                 event
             });
@@ -271,7 +271,7 @@ impl CheckpointStore for InMemoryCheckpointStore {
     async fn record_error(&self, lease: &Lease, error: &str) -> Result<()> {
         let now = Instant::now();
         let mut state = self.state.lock();
-        state.held(lease, now)?.row.last_error = Some(error.chars().take(2_000).collect());
+        state.held(lease, now)?.row.last_error = Some(super::cut(error));
         Ok(())
     }
 

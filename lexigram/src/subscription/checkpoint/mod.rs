@@ -177,7 +177,7 @@ impl ParkedEvent {
         error: String,
     ) -> Self {
         let error = if error.chars().count() > 2_000 {
-            error.chars().take(2_000).collect()
+            cut(&error)
         } else {
             error
         };

@@ -585,7 +585,7 @@ where
             .map_err(|e| D::unavailable(&what, e))?;
         let status = parse_status::<D>(&status.ok_or_else(|| lease_lost(lease))?, &lease.key)?;
         for event in parked {
-            let error: String = event.error.chars().take(2_000).collect();
+            let error = cut(&event.error);
             sqlx::query(&self.sql.park)
                 .bind(&*lease.key.subscription)
                 .bind(i64::from(lease.key.version))
@@ -639,7 +639,7 @@ where
             "recording an error on partition {} of subscription `{}`",
             lease.key.partition, lease.key.subscription
         );
-        let error: String = error.chars().take(2_000).collect();
+        let error = cut(error);
         let changed = self
             .db
             .write_one(
